@@ -1,0 +1,18 @@
+"""cnn_widgets: Jupyter widgets for looking inside PyTorch CNNs.
+
+Hook-based capture and Captum attribution in Python; tensors travel to the browser as binary buffers
+through one codec (:mod:`cnn_widgets.wire`) and are coloured and painted client-side.
+"""
+
+from .capture import ActivationCapture, capture_activations
+from .layers import LayerInfo, conv_layers, layer_table
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ActivationCapture",
+    "LayerInfo",
+    "capture_activations",
+    "conv_layers",
+    "layer_table",
+]

@@ -1,0 +1,152 @@
+"""Hook-based activation capture that leaves the user's model exactly as it found it.
+
+Every hook lives inside :class:`ActivationCapture`; on exit (normal or by exception) all hooks are removed
+and the model's state is restored: buffers (BatchNorm running statistics) bit-identical, ``training``
+flags, ``requires_grad`` and ``.grad`` as before. Parameters are never written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import nn
+
+from ._checks import check_layer_names, check_model, model_device
+
+
+def _leaf_names(model: nn.Module) -> list[str]:
+    return [n for n, m in model.named_modules() if n and not any(True for _ in m.children())] or (
+        [""] if not any(True for _ in model.children()) else []
+    )
+
+
+class ModelState:
+    """A snapshot of everything a visualisation could disturb, restored by :meth:`restore`."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.training = [(m, m.training) for m in model.modules()]
+        self.params = []
+        for p in model.parameters():
+            grad = p.grad
+            self.params.append((p, p.requires_grad, grad, None if grad is None else grad.detach().clone()))
+        self.buffers = [(b, b.detach().clone()) for b in model.buffers()]
+
+    def restore(self) -> None:
+        """Put flags, gradients and buffers back as they were at construction."""
+        for m, flag in self.training:
+            m.training = flag
+        with torch.no_grad():
+            for p, requires_grad, grad, saved in self.params:
+                p.requires_grad_(requires_grad)
+                if grad is None:
+                    p.grad = None
+                else:
+                    grad.copy_(saved)
+                    p.grad = grad
+            for b, saved in self.buffers:
+                if not torch.equal(b, saved):
+                    b.copy_(saved)
+
+
+class ActivationCapture:
+    """Context manager that records module outputs during forward passes.
+
+    ``layers=None`` records every leaf module whose output is a tensor. Keys of :attr:`activations` are
+    qualified names from ``model.named_modules()`` in execution order; a module called twice in one
+    forward gives ``name`` and ``name#1``. Values are detached CPU copies (copies, because a later
+    in-place op such as ``ReLU(inplace=True)`` or ``out += identity`` would otherwise change them).
+
+    With ``gradients=True`` the gradient flowing into each recorded output is stored in
+    :attr:`gradients` under the same key when the caller runs a backward pass inside the context.
+    """
+
+    def __init__(
+        self, model: nn.Module, layers: Iterable[str] | None = None, *, gradients: bool = False
+    ) -> None:
+        self.model = check_model(model)
+        self.explicit = layers is not None
+        self.layers = check_layer_names(model, [layers] if isinstance(layers, str) else layers) if (
+            layers is not None
+        ) else _leaf_names(model)
+        self.want_gradients = gradients
+        self.activations: dict[str, torch.Tensor] = {}
+        self.gradients: dict[str, torch.Tensor] = {}
+        self.outputs: dict[str, torch.Tensor] = {}
+        self._handles: list[Any] = []
+        self._state: ModelState | None = None
+        self._skipped: dict[str, str] = {}
+
+    def _hook_for(self, name: str):
+        def hook(module: nn.Module, args: Any, output: Any) -> None:
+            if not isinstance(output, torch.Tensor):
+                self._skipped.setdefault(name, type(output).__name__)
+                return
+            key = name
+            k = 1
+            while key in self.activations:
+                key = f"{name}#{k}"
+                k += 1
+            self.activations[key] = output.detach().to("cpu", copy=True)
+            if self.want_gradients:
+                self.outputs[key] = output
+                if output.requires_grad:
+                    def store(grad: torch.Tensor, key: str = key) -> None:
+                        self.gradients[key] = grad.detach().to("cpu", copy=True)
+
+                    output.register_hook(store)
+
+        return hook
+
+    def __enter__(self) -> "ActivationCapture":
+        self._state = ModelState(self.model)
+        self.activations.clear()
+        self.gradients.clear()
+        self.outputs.clear()
+        modules = dict(self.model.named_modules())
+        try:
+            for name in self.layers:
+                self._handles.append(modules[name].register_forward_hook(self._hook_for(name)))
+        except BaseException:
+            self._close()
+            raise
+        return self
+
+    def _close(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+        if self._state is not None:
+            self._state.restore()
+            self._state = None
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._close()
+        if exc_type is None and self.explicit:
+            missing = [n for n in self.layers if n in self._skipped]
+            if missing:
+                name = missing[0]
+                raise ValueError(
+                    f"layer {name!r} returned a {self._skipped[name]}, not a tensor, so it has no activation "
+                    "to show; pick one of its submodules instead"
+                )
+
+
+def capture_activations(
+    model: nn.Module, inputs: Any, layers: Iterable[str] | None = None
+) -> dict[str, torch.Tensor]:
+    """Run one forward pass under ``torch.no_grad`` and return ``{layer name: activation}``.
+
+    ``inputs`` is a tensor batch (moved to the model's device) or anything
+    :func:`cnn_widgets.images.to_batch` accepts; ``layers=None`` means every leaf module with a tensor
+    output. The model is left untouched: no hooks remain and its state is restored, even on error.
+    """
+    from .images import to_batch
+
+    check_model(model)
+    batch = to_batch(inputs, model=model).to(model_device(model))
+    with ActivationCapture(model, layers) as cap, torch.no_grad():
+        model(batch)
+    return dict(cap.activations)

@@ -1,0 +1,82 @@
+"""What a model is made of: the summary table, conv discovery and layer choices shared by the widgets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ._checks import check_model, model_device
+from .capture import ModelState
+from .images import Image, to_batch
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """One row of a model summary; ``output_shape`` includes the batch dimension."""
+
+    name: str
+    type: str
+    output_shape: tuple[int, ...] | None
+    params: int
+    trainable: int
+    calls: int = 1
+
+
+def layer_table(model: nn.Module, example: Image | torch.Tensor) -> list[LayerInfo]:
+    """Leaf modules (and modules owning parameters directly) in execution order, with output shapes and
+    parameter counts from one forward pass on ``example``. Modules that never ran are listed last with
+    ``output_shape=None`` so parameter totals still add up."""
+    check_model(model)
+    batch = to_batch(example, model=model).to(model_device(model))
+    modules = dict(model.named_modules())
+    wanted = [
+        n
+        for n, m in modules.items()
+        if n and (not any(True for _ in m.children()) or any(True for _ in m.parameters(recurse=False)))
+    ]
+    shapes: dict[str, Any] = {}
+    calls: dict[str, int] = {}
+
+    def hook_for(name: str):
+        def hook(module: nn.Module, args: Any, output: Any) -> None:
+            calls[name] = calls.get(name, 0) + 1
+            if name not in shapes:
+                shapes[name] = tuple(output.shape) if isinstance(output, torch.Tensor) else None
+
+        return hook
+
+    state = ModelState(model)
+    handles = []
+    try:
+        for n in wanted:
+            handles.append(modules[n].register_forward_hook(hook_for(n)))
+        with torch.no_grad():
+            model(batch)
+    finally:
+        for h in handles:
+            h.remove()
+        state.restore()
+    order = [n for n in shapes] + [n for n in wanted if n not in shapes]
+    rows = []
+    for n in order:
+        m = modules[n]
+        own = list(m.parameters(recurse=False))
+        rows.append(
+            LayerInfo(
+                name=n,
+                type=type(m).__name__,
+                output_shape=shapes.get(n),
+                params=sum(p.numel() for p in own),
+                trainable=sum(p.numel() for p in own if p.requires_grad),
+                calls=calls.get(n, 0),
+            )
+        )
+    return rows
+
+
+def conv_layers(model: nn.Module) -> list[str]:
+    """Names of the 2-D convolutions (``nn.Conv2d`` and subclasses), in registration order."""
+    return [n for n, m in check_model(model).named_modules() if isinstance(m, nn.Conv2d)]
