@@ -13,7 +13,44 @@ from typing import Any
 import torch
 from torch import nn
 
+from torch.overrides import TorchFunctionMode
+
 from ._checks import check_layer_names, check_model, model_device
+
+_INPLACE_DUNDERS = frozenset(
+    f"__i{op}__" for op in ("add", "sub", "mul", "truediv", "floordiv", "mod", "pow", "and", "or", "xor",
+                            "lshift", "rshift", "matmul")
+) | {"__setitem__"}
+
+
+def _is_inplace(func: Any, kwargs: dict[str, Any]) -> bool:
+    name = getattr(func, "__name__", "")
+    return (
+        (name.endswith("_") and not name.startswith("__"))
+        or name in _INPLACE_DUNDERS
+        or kwargs.get("inplace") is True
+        or "out" in kwargs
+    )
+
+
+class _CopyBeforeWrite(TorchFunctionMode):
+    """Copies a recorded activation just before an in-place op would overwrite it.
+
+    Recording references instead of copies keeps capture close to a plain forward's cost; this mode
+    catches ``ReLU(inplace=True)``, ``out += identity``, ``x[...] = v`` and ``out=`` writes."""
+
+    def __init__(self, capture: "ActivationCapture") -> None:
+        super().__init__()
+        self.capture = capture
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if self.capture._watch and _is_inplace(func, kwargs):
+            target = kwargs.get("out", args[0] if args else kwargs.get("input"))
+            for t in target if isinstance(target, (tuple, list)) else (target,):
+                if isinstance(t, torch.Tensor):
+                    self.capture._copy_out(t)
+        return func(*args, **kwargs)
 
 
 def _leaf_names(model: nn.Module) -> list[str]:
@@ -78,6 +115,13 @@ class ActivationCapture:
         self._handles: list[Any] = []
         self._state: ModelState | None = None
         self._skipped: dict[str, str] = {}
+        self._watch: dict[int, list[str]] = {}
+        self._mode: _CopyBeforeWrite | None = None
+
+    def _copy_out(self, t: torch.Tensor) -> None:
+        """Replace recorded activations sharing ``t``'s storage by private copies."""
+        for key in self._watch.pop(t.untyped_storage().data_ptr(), ()):
+            self.activations[key] = self.activations[key].clone()
 
     def _hook_for(self, name: str):
         def hook(module: nn.Module, args: Any, output: Any) -> None:
@@ -89,7 +133,12 @@ class ActivationCapture:
             while key in self.activations:
                 key = f"{name}#{k}"
                 k += 1
-            self.activations[key] = output.detach().to("cpu", copy=True)
+            value = output.detach()
+            if value.device.type == "cpu":
+                self._watch.setdefault(value.untyped_storage().data_ptr(), []).append(key)
+            else:
+                value = value.to("cpu")
+            self.activations[key] = value
             if self.want_gradients:
                 self.outputs[key] = output
                 if output.requires_grad:
@@ -105,16 +154,23 @@ class ActivationCapture:
         self.activations.clear()
         self.gradients.clear()
         self.outputs.clear()
+        self._watch.clear()
         modules = dict(self.model.named_modules())
         try:
             for name in self.layers:
                 self._handles.append(modules[name].register_forward_hook(self._hook_for(name)))
+            self._mode = _CopyBeforeWrite(self)
+            self._mode.__enter__()
         except BaseException:
             self._close()
             raise
         return self
 
     def _close(self) -> None:
+        if self._mode is not None:
+            self._mode.__exit__(None, None, None)
+            self._mode = None
+        self._watch.clear()
         for h in self._handles:
             h.remove()
         self._handles.clear()
