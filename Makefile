@@ -28,8 +28,11 @@ chromium:
 install: .stamp-venv js chromium
 	.venv/bin/jupyter labextension disable "@jupyterlab/apputils-extension:announcements" >/dev/null 2>&1 || true
 
+# root (containers, CI machines) needs --allow-root
+ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
+
 demo: install
-	.venv/bin/jupyter lab notebooks/quickstart.ipynb
+	.venv/bin/jupyter lab $(ROOT_FLAG) notebooks/quickstart.ipynb
 
 test: install
 	cd js && node --test test/
