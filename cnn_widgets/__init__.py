@@ -4,15 +4,22 @@ Hook-based capture and Captum attribution in Python; tensors travel to the brows
 through one codec (:mod:`cnn_widgets.wire`) and are coloured and painted client-side.
 """
 
+from .attribution import METHODS, Attribution, Cancelled, attribute
 from .capture import ActivationCapture, capture_activations
 from .layers import LayerInfo, conv_layers, layer_table
+from .layers import suggest_target_layer
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "METHODS",
     "ActivationCapture",
+    "Attribution",
+    "Cancelled",
     "LayerInfo",
+    "attribute",
     "capture_activations",
     "conv_layers",
     "layer_table",
+    "suggest_target_layer",
 ]

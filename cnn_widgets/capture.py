@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 from torch import nn
-
+from torch.autograd.graph import GradientEdge, get_gradient_edge
 from torch.overrides import TorchFunctionMode
 
 from ._checks import check_layer_names, check_model, model_device
@@ -97,7 +97,11 @@ class ActivationCapture:
     in-place op such as ``ReLU(inplace=True)`` or ``out += identity`` would otherwise change them).
 
     With ``gradients=True`` the gradient flowing into each recorded output is stored in
-    :attr:`gradients` under the same key when the caller runs a backward pass inside the context.
+    :attr:`gradients` under the same key when the caller runs a backward pass inside the context, and
+    :attr:`grad_edges` holds each recorded output's autograd edge as it was when the module returned:
+    ``torch.autograd.grad(score, [cap.grad_edges[key]])`` is the gradient with respect to that output
+    even if a later in-place op (``ReLU(inplace=True)``, ``out += identity``) rewrote the tensor, and it
+    back-propagates no further than the module (no parameter gradients, no input gradient).
     """
 
     def __init__(
@@ -112,6 +116,7 @@ class ActivationCapture:
         self.activations: dict[str, torch.Tensor] = {}
         self.gradients: dict[str, torch.Tensor] = {}
         self.outputs: dict[str, torch.Tensor] = {}
+        self.grad_edges: dict[str, GradientEdge] = {}
         self._handles: list[Any] = []
         self._state: ModelState | None = None
         self._skipped: dict[str, str] = {}
@@ -142,6 +147,8 @@ class ActivationCapture:
             if self.want_gradients:
                 self.outputs[key] = output
                 if output.requires_grad:
+                    self.grad_edges[key] = get_gradient_edge(output)
+
                     def store(grad: torch.Tensor, key: str = key) -> None:
                         self.gradients[key] = grad.detach().to("cpu", copy=True)
 
@@ -154,6 +161,7 @@ class ActivationCapture:
         self.activations.clear()
         self.gradients.clear()
         self.outputs.clear()
+        self.grad_edges.clear()
         self._watch.clear()
         modules = dict(self.model.named_modules())
         try:

@@ -80,3 +80,51 @@ def layer_table(model: nn.Module, example: Image | torch.Tensor) -> list[LayerIn
 def conv_layers(model: nn.Module) -> list[str]:
     """Names of the 2-D convolutions (``nn.Conv2d`` and subclasses), in registration order."""
     return [n for n, m in check_model(model).named_modules() if isinstance(m, nn.Conv2d)]
+
+
+def spatial_probe(model: nn.Module, batch: torch.Tensor) -> tuple[str | None, torch.Tensor]:
+    """One forward pass under ``torch.no_grad`` that returns the :func:`suggest_target_layer` choice (or
+    ``None``) together with the model's output, so callers needing both pay for one pass."""
+    modules = [(n, m) for n, m in model.named_modules() if n]
+    calls: dict[str, int] = {}
+    spatial: list[str] = []
+
+    def hook_for(name: str):
+        def hook(module: nn.Module, args: Any, output: Any) -> None:
+            calls[name] = calls.get(name, 0) + 1
+            if isinstance(output, torch.Tensor) and output.ndim == 4 and output.shape[2] * output.shape[3] > 1:
+                spatial.append(name)
+
+        return hook
+
+    state = ModelState(model)
+    handles = []
+    try:
+        for n, m in modules:
+            handles.append(m.register_forward_hook(hook_for(n)))
+        with torch.no_grad():
+            output = model(batch)
+    finally:
+        for h in handles:
+            h.remove()
+        state.restore()
+    once = [n for n in spatial if calls[n] == 1]
+    return (once[-1] if once else None), output
+
+
+def suggest_target_layer(model: nn.Module, example: Image | torch.Tensor) -> str:
+    """The last module, in the order forward passes finish, whose output still has spatial dimensions:
+    an (N, C, H, W) tensor with more than one position (a 1×1 map makes a constant heatmap). Modules run
+    more than once per forward pass (a shared ``ReLU``) are skipped, since their output is ambiguous;
+    containers finish after their children, so for a ResNet this is ``"layer4"``. CAM methods use it
+    when no ``layer`` is given."""
+    check_model(model)
+    batch = to_batch(example, model=model).to(model_device(model))
+    name, _ = spatial_probe(model, batch)
+    if name is None:
+        raise ValueError(
+            f"no module of this {type(model).__name__} outputs an (N, C, H, W) tensor with more than one "
+            f"spatial position for an input of shape {tuple(batch.shape)}; CAM methods need such a layer "
+            "(e.g. the last convolution block): use a larger image or a model with convolutional features"
+        )
+    return name
