@@ -7,13 +7,16 @@ through one codec (:mod:`cnn_widgets.wire`) and are coloured and painted client-
 from .attribution import METHODS, Attribution, Cancelled, attribute
 from .capture import ActivationCapture, capture_activations
 from .layers import LayerInfo, conv_layers, layer_table
+from .widgets import ActivationBrowser, FilterGrid
 from .layers import suggest_target_layer
 
 __version__ = "0.1.0"
 
 __all__ = [
     "METHODS",
+    "ActivationBrowser",
     "ActivationCapture",
+    "FilterGrid",
     "Attribution",
     "Cancelled",
     "LayerInfo",

@@ -1,0 +1,72 @@
+"""Pieces shared by the widget classes: the bundled front-end modules, colormap names and trait errors."""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Any
+
+from traitlets import TraitError
+
+from .._checks import unknown_name_error
+
+STATIC = pathlib.Path(__file__).resolve().parent.parent / "static"
+
+# The colormaps the browser knows. ``js/scripts/make_colormaps.py`` writes their lookup tables from
+# matplotlib into ``js/src/colormap_data.js``; this tuple is the single list of names both sides use.
+COLORMAPS: tuple[str, ...] = (
+    "viridis", "magma", "inferno", "plasma", "cividis", "gray", "RdBu_r", "coolwarm",
+)
+# Diverging maps are centred on zero in the browser (symmetric range), so signed data reads naturally.
+DIVERGING: tuple[str, ...] = ("RdBu_r", "coolwarm")
+
+
+def bundle(name: str) -> pathlib.Path | str:
+    """The built ES module ``static/<name>.js``; before ``npm run build`` a tiny module that says so.
+
+    Importing the package must not fail just because the front end was not built yet (e.g. a source
+    checkout running ``pytest``), and a view must never be silently blank.
+    """
+    path = STATIC / f"{name}.js"
+    if path.is_file():
+        return path
+    message = (
+        f"cnn_widgets: the front-end bundle {path.name} is missing; build it with "
+        "`cd js && npm ci && npm run build` (or `make js`) and restart the kernel."
+    )
+    return (
+        "export default { render({ el }) { const p = document.createElement('pre');"
+        f" p.textContent = {message!r}; el.appendChild(p); }} }};"
+    )
+
+
+class WidgetValueError(TraitError, ValueError):
+    """A bad widget argument or trait value: a ``TraitError`` for traitlets and a ``ValueError`` for
+    callers, so ``except ValueError`` works whichever way the value was set."""
+
+
+def check_colormap(name: Any) -> str:
+    """Return ``name`` if the browser has this colormap, else raise with the nearest names."""
+    if not isinstance(name, str):
+        raise WidgetValueError(f"colormap must be a name such as 'viridis', got {type(name).__name__}")
+    if name not in COLORMAPS:
+        raise WidgetValueError(
+            f"{unknown_name_error('colormap', name, COLORMAPS)} (available: {', '.join(COLORMAPS)})"
+        )
+    return name
+
+
+def check_index(what: str, value: Any, count: int, where: str) -> int:
+    """Validate an index trait that is -1 (none) or in ``0‥count-1``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise WidgetValueError(f"{what} must be an int (-1 for none), got {value!r}")
+    if not -1 <= value < count:
+        span = f"0‥{count - 1}, or -1" if count else "only -1"
+        raise WidgetValueError(f"{what} {value} is out of range: {where} has {count}; use {span}")
+    return value
+
+
+def split_buffers(encoded: dict[str, Any]) -> tuple[dict[str, Any], list[memoryview]]:
+    """An encoded tensor as (JSON header, [data buffer]) for a custom message."""
+    header = {k: v for k, v in encoded.items() if k != "data"}
+    return header, [encoded["data"]]
+

@@ -1,0 +1,117 @@
+"""FilterGrid: the weights of one conv layer as a grid of coloured tiles, one tile per output filter.
+
+Only the current layer's weights travel, once, as a single :mod:`cnn_widgets.wire` tensor (uint8 per
+filter). Choosing the input channel, the normalisation and the colormap happens in the browser; only a
+new ``layer`` makes the kernel send numbers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anywidget
+import traitlets as t
+from torch import nn
+
+from .. import wire
+from .._checks import check_model, unknown_name_error
+from ..layers import conv_layers
+from ._common import WidgetValueError, bundle, check_colormap, check_index
+
+NORMALIZE = ("filter", "layer")
+
+
+class FilterGrid(anywidget.AnyWidget):
+    """Conv filters of ``model`` as tiles (``layer`` defaults to the first ``nn.Conv2d``).
+
+    ``input_channel=-1`` shows each filter's mean over its input channels, or true colour for a layer
+    with 3 input channels per filter (a first conv on RGB); ``k`` shows input channel ``k`` of each
+    filter (for grouped convs: within the filter's group). ``normalize`` colours each tile on its own
+    range ("filter") or all on one ("layer"); clicking a tile sets ``selected``.
+    """
+
+    _esm = bundle("filter_grid")
+
+    layer = t.Unicode("").tag(sync=True)
+    layers = t.List(t.Unicode(), read_only=True).tag(sync=True)
+    input_channel = t.Int(-1).tag(sync=True)
+    normalize = t.Enum(NORMALIZE, default_value="filter").tag(sync=True)
+    selected = t.Int(-1).tag(sync=True)
+    colormap = t.Unicode("RdBu_r").tag(sync=True)
+    _weights = t.Dict().tag(sync=True)
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layer: str | None = None,
+        *,
+        input_channel: int = -1,
+        normalize: str = "filter",
+        colormap: str = "RdBu_r",
+        **kwargs: Any,
+    ) -> None:
+        check_model(model)
+        names = conv_layers(model)
+        if not names:
+            raise ValueError(
+                f"FilterGrid needs a model with at least one nn.Conv2d, but this {type(model).__name__} has "
+                "none; pass a convolutional network (or use ActivationBrowser to look at any layer)"
+            )
+        modules = dict(model.named_modules())
+        self._convs = {n: modules[n] for n in names}
+        super().__init__(**kwargs)
+        self.set_trait("layers", names)
+        with self.hold_sync():
+            self.layer = names[0] if layer is None else layer
+            self.input_channel = input_channel
+            self.normalize = normalize
+            self.colormap = colormap
+
+    def _conv(self) -> nn.Conv2d:
+        return self._convs[self.layer]
+
+    @t.validate("layer")
+    def _check_layer(self, proposal: t.Bunch) -> str:
+        name = proposal["value"]
+        if name not in self._convs:
+            raise WidgetValueError(str(unknown_name_error("conv layer", name, self.layers)))
+        return name
+
+    @t.observe("layer")
+    def _send_layer(self, change: t.Bunch) -> None:
+        conv = self._conv()
+        with self.hold_sync():
+            if self.input_channel >= conv.weight.shape[1]:
+                self.input_channel = -1
+            if self.selected >= conv.weight.shape[0]:
+                self.selected = -1
+            self._weights = {"layer": self.layer, "info": _conv_info(conv), "tensor": wire.encode(conv.weight)}
+
+    @t.validate("input_channel")
+    def _check_input_channel(self, proposal: t.Bunch) -> int:
+        per_filter = self._conv().weight.shape[1] if self.layer else 0
+        return check_index("input_channel", proposal["value"], per_filter,
+                           f"each filter of {self.layer!r} has {per_filter} input channels")
+
+    @t.validate("selected")
+    def _check_selected(self, proposal: t.Bunch) -> int:
+        filters = self._conv().weight.shape[0] if self.layer else 0
+        return check_index("selected", proposal["value"], filters, f"{self.layer!r} has {filters} filters")
+
+    @t.validate("colormap")
+    def _check_colormap(self, proposal: t.Bunch) -> str:
+        return check_colormap(proposal["value"])
+
+
+def _conv_info(conv: nn.Conv2d) -> dict[str, Any]:
+    """What the caption shows about a conv: sizes, stride, padding, dilation, groups."""
+    padding = conv.padding if isinstance(conv.padding, str) else list(conv.padding)
+    return {
+        "in_channels": conv.in_channels,
+        "out_channels": conv.out_channels,
+        "kernel_size": list(conv.kernel_size),
+        "stride": list(conv.stride),
+        "padding": padding,
+        "dilation": list(conv.dilation),
+        "groups": conv.groups,
+    }
