@@ -13,6 +13,8 @@ Conventions follow pytorch-grad-cam 1.5 (the reference users compare with), exce
 - **deviation:** maps are *not* min-max normalised per image. pytorch-grad-cam rescales each map to
   0‥1 before resizing; that rescaling is affine, so it loses nothing to skip it, and keeping the scale
   lets a grid of maps share one colour scale. The display normalises anyway;
+- the formulas run in float64 (then back to the activations' dtype): Grad-CAM++ and XGrad-CAM divide by
+  sums of activations that can be near zero for layers before a ReLU;
 - upsampling is bilinear with ``align_corners=False`` (what ``cv2.resize`` does when enlarging), done by
   :func:`upsample` after the fact, so each function here returns the layer-resolution map;
 - **deviation (Eigen-CAM):** the sign of the first principal component is arbitrary in an SVD and
@@ -221,7 +223,8 @@ def gradient_cam(
     formula = _GRADIENT_MAPS[variant]
     acts, grads, resolved, logits = _layer_pass(model, batch, layer, targets, gradients=True)
     assert grads is not None
-    return CamResult(formula(acts, grads.to(acts)).clamp(min=0), resolved, logits)
+    raw = formula(acts.double(), grads.double()).clamp(min=0)
+    return CamResult(raw.to(acts.dtype), resolved, logits)
 
 
 def eigen_cam(model: nn.Module, batch: torch.Tensor, layer: str, targets: Sequence[int] | None) -> CamResult:

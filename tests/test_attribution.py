@@ -35,7 +35,6 @@ from cnn_widgets import METHODS, attribute, suggest_target_layer
 from cnn_widgets.attribution import REDUCTIONS, Cancelled, linear_surrogate, patch_mask
 from cnn_widgets.zoo.resnet import resnet18_like
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
 
 REQUIRED = {
     "saliency", "integrated_gradients", "smoothgrad", "gradient_shap", "deeplift", "input_x_gradient",
@@ -57,6 +56,16 @@ HOOK_DICTS = (
     "_load_state_dict_pre_hooks",
     "_load_state_dict_post_hooks",
 )
+
+
+@pytest.fixture(autouse=True, scope="module")
+def single_thread():
+    """One intra-op thread: these models are small, and with two threads a busy second core (another
+    process) makes every op wait for it, tens of times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 # --- models ------------------------------------------------------------------------------------------
