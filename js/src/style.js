@@ -1,0 +1,122 @@
+// Stylesheet of every view. JupyterLab theme variables (--jp-*) with fallbacks keep the widgets
+// readable in light and dark themes, in Voila and in plain pages.
+
+export const CSS = `
+.cnnw-root {
+  position: relative;
+  display: flex;
+  flex-direction: column;
+  gap: 6px;
+  padding: 4px;
+  color: var(--jp-ui-font-color1, #1a1a1a);
+  background: var(--jp-layout-color1, #ffffff);
+  font-family: var(--jp-ui-font-family, system-ui, sans-serif);
+  font-size: var(--jp-ui-font-size1, 13px);
+  max-width: 100%;
+}
+.cnnw-toolbar {
+  display: flex;
+  flex-wrap: wrap;
+  align-items: center;
+  gap: 6px 14px;
+}
+.cnnw-control {
+  display: inline-flex;
+  align-items: center;
+  gap: 4px;
+  color: var(--jp-ui-font-color2, #555);
+}
+.cnnw-root select,
+.cnnw-root input[type="number"] {
+  color: var(--jp-ui-font-color1, #1a1a1a);
+  background: var(--jp-layout-color2, #f3f3f3);
+  border: 1px solid var(--jp-border-color1, #bdbdbd);
+  border-radius: 2px;
+  font: inherit;
+  padding: 1px 2px;
+}
+.cnnw-root input[type="range"] {
+  accent-color: var(--jp-brand-color1, #1976d2);
+}
+.cnnw-root input:focus-visible,
+.cnnw-root select:focus-visible,
+.cnnw-root canvas:focus-visible {
+  outline: 2px solid var(--jp-brand-color1, #1976d2);
+  outline-offset: 1px;
+}
+.cnnw-layer-slider {
+  width: min(320px, 60vw);
+}
+.cnnw-layer-name {
+  font-family: var(--jp-code-font-family, monospace);
+  font-weight: 600;
+  color: var(--jp-ui-font-color0, #000);
+  overflow-wrap: anywhere;
+}
+.cnnw-caption {
+  color: var(--jp-ui-font-color2, #555);
+  font-family: var(--jp-code-font-family, monospace);
+  font-size: var(--jp-ui-font-size0, 11px);
+  overflow-wrap: anywhere;
+}
+.cnnw-main {
+  display: flex;
+  flex-wrap: wrap;
+  align-items: flex-start;
+  gap: 12px;
+}
+.cnnw-grid-wrap {
+  max-width: 100%;
+  max-height: 720px;
+  overflow: auto;
+}
+.cnnw-grid,
+.cnnw-detail {
+  display: block;
+  image-rendering: pixelated;
+  cursor: crosshair;
+}
+.cnnw-detail {
+  image-rendering: auto;
+  cursor: default;
+}
+.cnnw-side {
+  display: flex;
+  flex-direction: column;
+  gap: 4px;
+}
+.cnnw-legend {
+  display: flex;
+  align-items: center;
+  gap: 4px;
+  font-size: var(--jp-ui-font-size0, 11px);
+  color: var(--jp-ui-font-color2, #555);
+}
+.cnnw-legend canvas {
+  width: 120px;
+  height: 10px;
+  image-rendering: auto;
+  border: 1px solid var(--jp-border-color2, #ccc);
+}
+.cnnw-tooltip {
+  position: absolute;
+  z-index: 10;
+  pointer-events: none;
+  padding: 2px 6px;
+  border-radius: 3px;
+  white-space: pre;
+  color: var(--jp-ui-inverse-font-color0, #fff);
+  background: var(--jp-inverse-layout-color2, rgba(30, 30, 30, 0.92));
+  font-family: var(--jp-code-font-family, monospace);
+  font-size: var(--jp-ui-font-size0, 11px);
+}
+.cnnw-tooltip[hidden] {
+  display: none;
+}
+.cnnw-status {
+  color: var(--jp-warn-color0, #b26b00);
+}
+.cnnw-status:empty {
+  display: none;
+}
+`;
