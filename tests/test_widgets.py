@@ -1,0 +1,498 @@
+"""FilterGrid and ActivationBrowser: traits, payloads, eager/lazy transport, conv variants, bad input."""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import json
+import pathlib
+import re
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from traitlets import TraitError
+
+from cnn_widgets import ActivationBrowser, FilterGrid, capture_activations, wire
+from cnn_widgets.widgets import COLORMAPS, WidgetValueError
+from cnn_widgets.widgets._common import bundle
+from cnn_widgets.zoo.resnet import resnet18_like
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def seeded(module: type[nn.Module], *args, **kwargs) -> nn.Module:
+    torch.manual_seed(0)
+    return module(*args, **kwargs).eval()
+
+
+class SmallCNN(nn.Module):
+    """conv(3→8) → BN → ReLU → pool → conv(8→16) → ReLU → GAP → flatten → linear(16→5)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.relu = nn.ReLU()
+        self.pool = nn.MaxPool2d(2)
+        self.conv2 = nn.Conv2d(8, 16, 3, padding=1)
+        self.relu2 = nn.ReLU(inplace=True)
+        self.gap = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten()
+        self.fc = nn.Linear(16, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(self.relu(self.bn(self.conv1(x))))
+        x = self.relu2(self.conv2(x))
+        return self.fc(self.flatten(self.gap(x)))
+
+
+class ConvZoo(nn.Module):
+    """Every conv flavour FilterGrid must draw: RGB stem, 1×1, depthwise, grouped, 5×5, dilated."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 12, 3, padding=1)
+        self.point = nn.Conv2d(12, 16, 1)
+        self.depthwise = nn.Conv2d(16, 16, 3, padding=1, groups=16)
+        self.grouped = nn.Conv2d(16, 8, 3, padding=1, groups=4)
+        self.big = nn.Conv2d(8, 6, 5, padding=2)
+        self.dilated = nn.Conv2d(6, 4, 3, padding=2, dilation=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for m in self.children():
+            x = m(x)
+        return x
+
+
+class TupleOut(SmallCNN):
+    def forward(self, x: torch.Tensor):  # type: ignore[override]
+        y = super().forward(x)
+        return y, y.softmax(-1)
+
+
+class DictOut(SmallCNN):
+    def forward(self, x: torch.Tensor):  # type: ignore[override]
+        return {"logits": super().forward(x)}
+
+
+class NoConv(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x.flatten(1)[:, :4])
+
+
+class Ranks(nn.Module):
+    """Outputs of rank 3 (N,C,L) and 5 (N,C,D,H,W) besides the usual ones."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.seq = nn.Conv1d(4, 5, 3, padding=1)
+        self.vol = nn.Conv3d(1, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        s = self.seq(y.flatten(2))
+        v = self.vol(y[:, None])
+        return s.mean() + v.mean()
+
+
+def image(h: int = 16, w: int = 16, seed: int = 0) -> torch.Tensor:
+    return torch.rand(3, h, w, generator=torch.Generator().manual_seed(seed))
+
+
+def snapshot(model: nn.Module) -> dict:
+    return {
+        "state": {k: v.clone() for k, v in model.state_dict().items()},
+        "training": [m.training for m in model.modules()],
+        "requires_grad": [p.requires_grad for p in model.parameters()],
+        "hooks": sum(
+            len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) for m in model.modules()
+        ),
+    }
+
+
+def assert_same(a: dict, b: dict) -> None:
+    assert a["training"] == b["training"]
+    assert a["requires_grad"] == b["requires_grad"]
+    assert a["hooks"] == b["hooks"] == 0
+    for k in a["state"]:
+        assert torch.equal(a["state"][k], b["state"][k]), k
+
+
+def sent(widget) -> list[tuple[dict, list]]:
+    """Replace ``widget.send`` by a recorder; return the list it fills."""
+    out: list[tuple[dict, list]] = []
+    widget.send = lambda content, buffers=None: out.append((content, list(buffers or [])))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- FilterGrid
+
+
+def test_filter_grid_defaults_and_payload():
+    model = seeded(SmallCNN)
+    g = FilterGrid(model)
+    assert g.layers == ["conv1", "conv2"]
+    assert g.layer == "conv1"
+    assert (g.input_channel, g.normalize, g.selected, g.colormap) == (-1, "filter", -1, "RdBu_r")
+    w = g._weights
+    assert w["layer"] == "conv1"
+    assert w["tensor"]["shape"] == [8, 3, 3, 3]
+    assert w["tensor"]["dtype"] == "uint8"
+    # one byte per weight; the header holds 4 numbers per filter
+    assert wire.nbytes(w["tensor"]) == model.conv1.weight.numel()
+    assert len(w["tensor"]["scale"]) == 8
+    decoded = wire.decode(w["tensor"])
+    scale = np.asarray(w["tensor"]["scale"])[:, None, None, None]
+    assert np.all(np.abs(decoded - model.conv1.weight.detach().numpy()) <= scale / 2 + 1e-6)
+    assert w["info"]["kernel_size"] == [3, 3] and w["info"]["groups"] == 1
+
+
+def test_filter_grid_only_a_new_layer_sends_weights():
+    g = FilterGrid(seeded(SmallCNN))
+    changes = []
+    g.observe(lambda c: changes.append(c["name"]), names=["_weights"])
+    g.input_channel = 2
+    g.normalize = "layer"
+    g.colormap = "viridis"
+    g.selected = 7
+    assert changes == []
+    g.layer = "conv2"
+    assert changes == ["_weights"]
+    assert g._weights["layer"] == "conv2"
+    assert g._weights["tensor"]["shape"] == [16, 8, 3, 3]
+    assert g.input_channel == 2 and g.selected == 7  # still valid for conv2: kept
+
+
+def test_filter_grid_resets_indices_the_new_layer_lacks():
+    g = FilterGrid(seeded(SmallCNN), layer="conv2", input_channel=7)
+    g.selected = 15
+    g.layer = "conv1"
+    assert g.input_channel == -1  # conv1 filters have 3 input channels
+    assert g.selected == -1  # conv1 has 8 filters
+
+
+@pytest.mark.parametrize(
+    "layer, shape, groups, dilation",
+    [
+        ("stem", [12, 3, 3, 3], 1, [1, 1]),
+        ("point", [16, 12, 1, 1], 1, [1, 1]),
+        ("depthwise", [16, 1, 3, 3], 16, [1, 1]),
+        ("grouped", [8, 4, 3, 3], 4, [1, 1]),
+        ("big", [6, 8, 5, 5], 1, [1, 1]),
+        ("dilated", [4, 6, 3, 3], 1, [2, 2]),
+    ],
+)
+def test_filter_grid_conv_variants(layer, shape, groups, dilation):
+    model = seeded(ConvZoo)
+    g = FilterGrid(model, layer)
+    t = g._weights["tensor"]
+    assert t["shape"] == shape
+    assert wire.nbytes(t) == int(np.prod(shape))
+    assert g._weights["info"]["groups"] == groups
+    assert g._weights["info"]["dilation"] == dilation
+    # input_channel indexes each filter's own input channels (within its group)
+    g.input_channel = shape[1] - 1
+    with pytest.raises(ValueError, match="input_channel"):
+        g.input_channel = shape[1]
+
+
+def test_filter_grid_rgb_layer():
+    g = FilterGrid(seeded(ConvZoo))
+    # a layer whose filters have exactly 3 input channels is drawn as RGB when input_channel == -1
+    assert g.layer == "stem" and g._weights["tensor"]["shape"][1] == 3 and g.input_channel == -1
+    g.input_channel = 1  # one channel of each filter, through the colormap
+    assert g.input_channel == 1
+
+
+def test_filter_grid_bad_input():
+    with pytest.raises(TypeError, match="nn.Module"):
+        FilterGrid({"conv1.weight": torch.zeros(1)})  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="at least one nn.Conv2d"):
+        FilterGrid(NoConv())
+    with pytest.raises(ValueError, match=r"unknown conv layer 'conv'.*'conv1'"):
+        FilterGrid(seeded(SmallCNN), "conv")
+    g = FilterGrid(seeded(SmallCNN))
+    with pytest.raises(ValueError, match="did you mean 'conv2'"):
+        g.layer = "conv_2"
+    with pytest.raises(TraitError):
+        g.normalize = "global"
+    with pytest.raises(ValueError, match="selected 8 is out of range.*8 filters"):
+        g.selected = 8
+    with pytest.raises(ValueError, match="viridis"):
+        g.colormap = "virdis"
+    assert g.layer == "conv1" and g.selected == -1 and g.colormap == "RdBu_r"
+
+
+def test_filter_grid_leaves_model_untouched():
+    model = seeded(SmallCNN).train()
+    before = snapshot(model)
+    FilterGrid(model).layer = "conv2"
+    assert_same(before, snapshot(model))
+
+
+# ------------------------------------------------------------------------------------- ActivationBrowser
+
+
+def test_browser_defaults_and_layers():
+    model = seeded(SmallCNN)
+    b = ActivationBrowser(model, image())
+    assert b.layers == ["conv1", "bn", "relu", "pool", "conv2", "relu2", "gap", "flatten", "fc"]
+    assert b.layer == "conv1"
+    assert (b.channel, b.scale, b.sort, b.colormap, b.budget_mb) == (-1, "channel", "index", "viridis", 32.0)
+    assert b._mode == "eager"
+    assert set(b._data) == set(b.layers)
+    img = b._image
+    assert img["shape"] == [16, 16, 3] and img["dtype"] == "uint8" and "scale" not in img
+    meta = {m["name"]: m for m in b._meta["layers"]}
+    assert meta["conv1"]["shape"] == [8, 16, 16] and meta["conv1"]["kind"] == "grid"
+    assert meta["pool"]["shape"] == [8, 8, 8]
+    assert meta["fc"]["shape"] == [5, 1, 1] and meta["fc"]["kind"] == "vector"
+    assert meta["flatten"]["source_shape"] == [16]
+    lo, hi = b._meta["global"]
+    assert lo == min(m["min"] for m in meta.values()) and hi == max(m["max"] for m in meta.values())
+
+
+def test_browser_payload_is_one_byte_per_element_plus_small_header():
+    model = resnet18_like().eval()
+    b = ActivationBrowser(model, torch.rand(3, 224, 224))
+    elements = 0
+    headers = 0
+    for m in b._meta["layers"]:
+        enc = b._data[m["name"]]
+        n = int(np.prod(m["shape"]))
+        elements += n
+        assert wire.nbytes(enc) == n  # exactly one byte per element
+        header = len(json.dumps({k: v for k, v in enc.items() if k != "data"}))
+        headers += header
+        slices = len(enc.get("scale", [0]))
+        assert header <= 200 + 4 * 26 * slices, m["name"]  # four numbers per channel, nothing per element
+        assert enc["shape"][0] == (1 if m["kind"] == "vector" else m["shape"][0])
+    assert b.total_bytes() == elements + headers
+    # 60 layers, 7.5 M elements: the JSON headers add about 14 %; a JSON list of floats is ~20 B/element
+    assert b.total_bytes() <= 1.2 * elements
+
+
+def test_browser_values_round_trip_within_codec_bound():
+    model = seeded(SmallCNN)
+    x = image(seed=3)
+    b = ActivationBrowser(model, x)
+    acts = capture_activations(model, x[None])
+    for name in ("conv1", "bn", "fc"):
+        enc = b._data[name]
+        got = wire.decode(enc).reshape(-1)
+        want = acts[name][0].reshape(-1).numpy()
+        assert np.max(np.abs(got - want)) <= max(enc["scale"]) / 2 + 1e-5
+
+
+def test_browser_eager_lazy_switch_at_budget():
+    b = ActivationBrowser(seeded(SmallCNN), image())
+    total = b.total_bytes()
+    b.budget_mb = total / 2**20  # exactly fits
+    assert b._mode == "eager" and set(b._data) == set(b.layers)
+    b.budget_mb = (total - 1) / 2**20
+    assert b._mode == "lazy" and b._data == {}
+    b.budget_mb = 32
+    assert b._mode == "eager" and len(b._data) == len(b.layers)
+    lazy = ActivationBrowser(seeded(SmallCNN), image(), budget_mb=0.001)
+    assert lazy._mode == "lazy" and lazy._data == {}
+
+
+def test_browser_lazy_fetch_messages():
+    b = ActivationBrowser(seeded(SmallCNN), image(), budget_mb=0.001)
+    out = sent(b)
+    v = b._meta["version"]
+    b._handle_msg(b, {"type": "fetch", "layers": ["pool", "conv2"], "version": v}, [])
+    assert [c["name"] for c, _ in out] == ["pool", "conv2"]
+    for content, buffers in out:
+        assert content["type"] == "layer" and content["version"] == v
+        assert len(buffers) == 1
+        enc = b._encoded[content["name"]]
+        assert bytes(buffers[0]) == bytes(enc["data"])
+        assert content["shape"] == enc["shape"] and content["scale"] == enc["scale"]
+        decoded = wire.decode({**content, "data": buffers[0]})
+        assert decoded.shape == tuple(enc["shape"])
+    assert len(bytes(out[0][1][0])) == 8 * 8 * 8
+    out.clear()
+    b._handle_msg(b, {"type": "fetch", "layers": ["pol"], "version": v}, [])
+    assert out[0][0]["type"] == "error" and "did you mean 'pool'" in out[0][0]["message"]
+    out.clear()
+    b._handle_msg(b, {"type": "fetch", "layers": ["pool"], "version": v - 1}, [])  # stale request
+    b._handle_msg(b, {"type": "something else"}, [])
+    b._handle_msg(b, ["not", "a", "dict"], [])  # type: ignore[arg-type]
+    assert out == []
+
+
+def test_browser_slider_state_needs_no_data_from_the_kernel():
+    b = ActivationBrowser(seeded(SmallCNN), image())
+    out = sent(b)
+    changes = []
+    b.observe(lambda c: changes.append(c["name"]), names=["_data", "_meta", "_image", "_mode"])
+    for name in b.layers:
+        b.layer = name
+    b.scale = "global"
+    b.sort = "max"
+    b.colormap = "magma"
+    assert out == [] and changes == []
+
+
+def test_browser_channel_validation_and_reset():
+    b = ActivationBrowser(seeded(SmallCNN), image(), layer="conv2")
+    b.channel = 15
+    with pytest.raises(ValueError, match=r"channel 16 is out of range.*16 channels"):
+        b.channel = 16
+    with pytest.raises(TraitError):
+        b.channel = -2
+    b.layer = "conv1"  # 8 channels: 15 no longer exists
+    assert b.channel == -1
+    b.channel = 3
+    b.layer = "relu"
+    assert b.channel == 3
+
+
+def test_browser_bad_trait_values():
+    b = ActivationBrowser(seeded(SmallCNN), image())
+    with pytest.raises(TraitError, match="scale"):
+        b.scale = "log"
+    with pytest.raises(TraitError, match="sort"):
+        b.sort = "median"
+    with pytest.raises(WidgetValueError, match="did you mean 'magma'"):
+        b.colormap = "magam"
+    with pytest.raises(ValueError, match="budget_mb"):
+        b.budget_mb = 0
+    with pytest.raises(ValueError, match="opacity"):
+        b.opacity = 1.5
+    with pytest.raises(ValueError, match="did you mean 'conv2', 'conv1'"):
+        b.layer = "conv"
+    assert (b.scale, b.sort, b.colormap, b.layer) == ("channel", "index", "viridis", "conv1")
+
+
+@pytest.mark.parametrize(
+    "bad, error, pattern",
+    [
+        (torch.rand(1, 16, 16), ValueError, "expects 3 input channels, but the image has 1"),
+        (torch.rand(1, 1, 3, 16, 16), ValueError, "rank"),
+        (torch.rand(3, 0, 16), ValueError, "empty"),
+        (torch.zeros(3, 16, 16, dtype=torch.bool), TypeError, "numeric"),
+        (np.array([["a", "b"], ["c", "d"]]), TypeError, "numeric"),
+        (torch.full((3, 16, 16), float("nan")), ValueError, "NaN"),
+        (torch.tensor([[[float("inf")]]]).expand(3, 4, 4), ValueError, "infinite"),
+        ("/no/such/image.png", FileNotFoundError, "does not exist"),
+        (torch.rand(2, 3, 16, 16), ValueError, "one image"),
+    ],
+)
+def test_browser_bad_images(bad, error, pattern):
+    model = seeded(SmallCNN)
+    before = snapshot(model)
+    with pytest.raises(error, match=pattern):
+        ActivationBrowser(model, bad)
+    assert_same(before, snapshot(model))
+
+
+def test_browser_bad_model_and_layers():
+    with pytest.raises(TypeError, match="nn.Module"):
+        ActivationBrowser(lambda x: x, image())  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"unknown layer 'conv3'; did you mean .*'conv1'"):
+        ActivationBrowser(seeded(SmallCNN), image(), layers=["conv1", "conv3"])
+    with pytest.raises(ValueError, match="did you mean"):
+        ActivationBrowser(seeded(SmallCNN), image(), layer="cnv1")
+
+
+def test_browser_model_that_fails_on_the_input_gets_a_clear_error():
+    model = nn.Sequential(nn.Conv2d(3, 2, 3), nn.Flatten(), nn.Linear(2 * 14 * 14, 3))
+    with pytest.raises(ValueError, match=r"model failed on an input of shape \(1, 3, 20, 20\)"):
+        ActivationBrowser(model, image(20, 20))
+
+
+@pytest.mark.parametrize("cls", [TupleOut, DictOut])
+def test_browser_models_returning_tuple_or_dict(cls):
+    b = ActivationBrowser(seeded(cls), image())
+    assert "fc" in b.layers and b._mode == "eager"
+
+
+def test_browser_explicit_layers_and_other_ranks():
+    b = ActivationBrowser(seeded(Ranks), image(8, 8))
+    meta = {m["name"]: m for m in b._meta["layers"]}
+    assert meta["conv"]["shape"] == [4, 8, 8]
+    assert meta["seq"]["shape"] == [5, 1, 64]  # (C, L) sequence: one-row tiles
+    assert meta["vol"]["shape"] == [2, 4 * 8, 8]  # (C, D, H, W): depth folded into rows
+    sub = ActivationBrowser(seeded(SmallCNN), image(), layers=["conv2", "fc"])
+    assert sub.layers == ["conv2", "fc"] and sub.layer == "conv2"
+
+
+def test_browser_grey_and_nonsquare_images_with_normalisation():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU())
+    b = ActivationBrowser(model, np.random.default_rng(0).random((12, 20)), mean=0.5, std=0.25)
+    assert b._image["shape"] == [12, 20, 3]
+    assert b._meta["layers"][0]["shape"] == [2, 10, 18]
+
+
+def test_browser_set_image_bumps_version_and_keeps_layer():
+    model = seeded(SmallCNN)
+    b = ActivationBrowser(model, image(seed=1), layer="conv2")
+    v = b._meta["version"]
+    old = bytes(b._data["conv2"]["data"])
+    b.channel = 4
+    b.set_image(image(seed=2))
+    assert b._meta["version"] == v + 1
+    assert b.layer == "conv2" and b.channel == -1
+    assert bytes(b._data["conv2"]["data"]) != old
+
+
+def test_widgets_leave_model_untouched_and_hookless():
+    model = seeded(SmallCNN).train()  # BatchNorm in train mode must not update its running stats
+    model.conv1.weight.requires_grad_(False)
+    before = snapshot(model)
+    ActivationBrowser(model, image())
+    FilterGrid(model)
+    assert_same(before, snapshot(model))
+    assert model.training
+
+
+def test_layer_names_reach_the_page_as_data_only():
+    model = nn.Sequential()
+    model.add_module("<img src=x onerror=pwned=1>", nn.Conv2d(3, 2, 3))
+    b = ActivationBrowser(model, image())
+    g = FilterGrid(model)
+    assert b.layers == ["<img src=x onerror=pwned=1>"] and g.layer == b.layer
+    for path in (ROOT / "js" / "src").rglob("*.js"):
+        assert not re.search(r"innerHTML|outerHTML|insertAdjacentHTML|document\.write", path.read_text()), path
+
+
+# ------------------------------------------------------------------------------ front-end data and bundle
+
+
+def test_colormap_data_matches_matplotlib_and_python_names():
+    matplotlib = pytest.importorskip("matplotlib")
+    text = (ROOT / "js" / "src" / "colormap_data.js").read_text()
+    tables = dict(re.findall(r'"([A-Za-z_]+)": "([A-Za-z0-9+/=]+)"', text))
+    assert tuple(tables) == COLORMAPS
+    for name, b64 in tables.items():
+        got = np.frombuffer(base64.b64decode(b64), np.uint8).reshape(256, 3)
+        want = matplotlib.colormaps[name].resampled(256)(np.linspace(0, 1, 256))[:, :3] * 255
+        assert np.abs(got.astype(float) - want).max() <= 0.5 + 1e-9, name
+
+
+def _load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "js" / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+def test_codec_fixture_is_what_wire_encode_writes_today():
+    text, blob = _load_script("make_codec_fixture").build()
+    fixtures = ROOT / "js" / "test" / "fixtures"
+    assert (fixtures / "wire.json").read_text() == text
+    assert (fixtures / "wire.bin").read_bytes() == blob
+
+
+def test_bundle_missing_is_a_visible_message_not_an_import_error():
+    src = bundle("no_such_widget")
+    assert isinstance(src, str) and "npm run build" in src and "textContent" in src
