@@ -304,11 +304,21 @@ def test_browser_eager_lazy_switch_at_budget():
     assert lazy._mode == "lazy" and lazy._data == {}
 
 
+def from_browser(widget, data: dict, buffers: list | None = None) -> None:
+    """Deliver a comm message as the browser would (through ipywidgets' own dispatch)."""
+    widget._handle_msg({"content": {"data": data}, "buffers": buffers or []})
+
+
+def fetch(widget, layers, version=None) -> None:
+    version = widget._meta["version"] if version is None else version
+    from_browser(widget, {"method": "custom", "content": {"type": "fetch", "layers": layers, "version": version}})
+
+
 def test_browser_lazy_fetch_messages():
     b = ActivationBrowser(seeded(SmallCNN), image(), budget_mb=0.001)
     out = sent(b)
     v = b._meta["version"]
-    b._handle_msg(b, {"type": "fetch", "layers": ["pool", "conv2"], "version": v}, [])
+    fetch(b, ["pool", "conv2"])
     assert [c["name"] for c, _ in out] == ["pool", "conv2"]
     for content, buffers in out:
         assert content["type"] == "layer" and content["version"] == v
@@ -320,13 +330,24 @@ def test_browser_lazy_fetch_messages():
         assert decoded.shape == tuple(enc["shape"])
     assert len(bytes(out[0][1][0])) == 8 * 8 * 8
     out.clear()
-    b._handle_msg(b, {"type": "fetch", "layers": ["pol"], "version": v}, [])
+    fetch(b, ["pol"])
     assert out[0][0]["type"] == "error" and "did you mean 'pool'" in out[0][0]["message"]
     out.clear()
-    b._handle_msg(b, {"type": "fetch", "layers": ["pool"], "version": v - 1}, [])  # stale request
-    b._handle_msg(b, {"type": "something else"}, [])
-    b._handle_msg(b, ["not", "a", "dict"], [])  # type: ignore[arg-type]
+    fetch(b, ["pool"], version=v - 1)  # asked before set_image(): ignored
+    from_browser(b, {"method": "custom", "content": {"type": "something else"}})
+    from_browser(b, {"method": "custom", "content": ["not", "a", "dict"]})
     assert out == []
+
+
+def test_browser_state_from_the_page_reaches_python():
+    b = ActivationBrowser(seeded(SmallCNN), image())
+    from_browser(b, {"method": "update", "state": {"layer": "conv2", "channel": 9}, "buffer_paths": []})
+    assert (b.layer, b.channel) == ("conv2", 9)
+    from_browser(b, {"method": "update", "state": {"layer": "pool", "channel": -1}, "buffer_paths": []})
+    assert (b.layer, b.channel) == ("pool", -1)
+    g = FilterGrid(seeded(SmallCNN))
+    from_browser(g, {"method": "update", "state": {"selected": 5}, "buffer_paths": []})
+    assert g.selected == 5
 
 
 def test_browser_slider_state_needs_no_data_from_the_kernel():
@@ -453,6 +474,14 @@ def test_widgets_leave_model_untouched_and_hookless():
     FilterGrid(model)
     assert_same(before, snapshot(model))
     assert model.training
+
+
+def test_a_bare_conv_is_a_model_too():
+    conv = seeded(nn.Conv2d, 3, 4, 3)
+    g = FilterGrid(conv)
+    assert g.layers == [""] and g._weights["tensor"]["shape"] == [4, 3, 3, 3]
+    b = ActivationBrowser(conv, image())
+    assert b.layers == [""] and b._meta["layers"][0]["shape"] == [4, 14, 14]
 
 
 def test_layer_names_reach_the_page_as_data_only():

@@ -107,7 +107,7 @@ class ActivationBrowser(anywidget.AnyWidget):
         self._encoded: dict[str, dict[str, Any]] = {}
         self._version = 0
         super().__init__(**kwargs)
-        self.on_msg(self._handle_msg)
+        self.on_msg(self._on_custom_msg)
         with self.hold_sync():
             self.scale = scale
             self.sort = sort
@@ -222,7 +222,7 @@ class ActivationBrowser(anywidget.AnyWidget):
                 return int(m["shape"][0])
         return 0
 
-    def _handle_msg(self, widget: Any, content: dict[str, Any], buffers: Sequence[Any]) -> None:
+    def _on_custom_msg(self, widget: Any, content: dict[str, Any], buffers: Sequence[Any]) -> None:
         """Answer a browser fetch: one message per known layer, with its wire data as the buffer."""
         if not isinstance(content, dict) or content.get("type") != "fetch":
             return

@@ -25,7 +25,7 @@ class FilterGrid(anywidget.AnyWidget):
     """Conv filters of ``model`` as tiles (``layer`` defaults to the first ``nn.Conv2d``).
 
     ``input_channel=-1`` shows each filter's mean over its input channels, or true colour for a layer
-    with 3 input channels per filter (a first conv on RGB); ``k`` shows input channel ``k`` of each
+    reading exactly 3 channels (a first conv on RGB images); ``k`` shows input channel ``k`` of each
     filter (for grouped convs: within the filter's group). ``normalize`` colours each tile on its own
     range ("filter") or all on one ("layer"); clicking a tile sets ``selected``.
     """
@@ -63,6 +63,8 @@ class FilterGrid(anywidget.AnyWidget):
         self.set_trait("layers", names)
         with self.hold_sync():
             self.layer = names[0] if layer is None else layer
+            if not self._weights:  # a bare Conv2d model: its name "" equals the default, no change event
+                self._send_layer()
             self.input_channel = input_channel
             self.normalize = normalize
             self.colormap = colormap
@@ -78,7 +80,7 @@ class FilterGrid(anywidget.AnyWidget):
         return name
 
     @t.observe("layer")
-    def _send_layer(self, change: t.Bunch) -> None:
+    def _send_layer(self, change: t.Bunch | None = None) -> None:
         conv = self._conv()
         with self.hold_sync():
             if self.input_channel >= conv.weight.shape[1]:

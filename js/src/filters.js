@@ -12,17 +12,28 @@ import { sliceRange } from "./codec.js";
  */
 
 /**
+ * Whether k = -1 shows true colour: the layer reads exactly 3 channels (an RGB image), ungrouped.
+ * A grouped conv with 3 channels per group is not looking at colours, so it gets the mean instead.
+ * @param {number[]} shape [O, I, kh, kw]
+ * @param {number} groups
+ */
+export function isRgbLayer(shape, groups) {
+  return shape[1] === 3 && groups === 1;
+}
+
+/**
  * One tile per output filter: input channel `k` of every filter, or with k = -1 the mean over input
- * channels — except when every filter has exactly 3 input channels, which are kept as RGB.
+ * channels — or, for an RGB layer (see isRgbLayer), the 3 input channels as R, G, B.
  * @param {Float32Array} w weights, row-major O×I×kh×kw
  * @param {number[]} shape [O, I, kh, kw]
  * @param {number} k input channel, -1 for mean / RGB
+ * @param {number} [groups] the conv's groups (1 unless grouped)
  * @returns {FilterTiles}
  */
-export function filterTiles(w, shape, k) {
+export function filterTiles(w, shape, k, groups = 1) {
   const [O, I, kh, kw] = shape;
   const size = kh * kw;
-  const rgb = k === -1 && I === 3;
+  const rgb = k === -1 && isRgbLayer(shape, groups);
   if (k < -1 || k >= I) throw new Error(`input channel ${k} is out of range: filters have ${I} input channels`);
   let values;
   if (rgb) {

@@ -162,10 +162,11 @@ export function packLut(table) {
  * @param {ArrayLike<number>} lo
  * @param {ArrayLike<number>} hi
  * @param {Uint32Array} colors packed LUT (see packLut)
+ * @param {Uint32Array} [reuse] written into when it has the right length (saves garbage on repaints)
  * @returns {Uint32Array} packed pixels, same layout as values
  */
-export function colorizeScalar(values, count, lo, hi, colors) {
-  const out = new Uint32Array(values.length);
+export function colorizeScalar(values, count, lo, hi, colors, reuse) {
+  const out = reuse?.length === values.length ? reuse : new Uint32Array(values.length);
   const size = count ? values.length / count : 0;
   for (let c = 0; c < count; c++) {
     const a = lo[c];

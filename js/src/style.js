@@ -71,7 +71,8 @@ export const CSS = `
   overflow: auto;
 }
 .cnnw-grid,
-.cnnw-detail {
+.cnnw-detail,
+.cnnw-filter-detail {
   display: block;
   image-rendering: pixelated;
   cursor: crosshair;

@@ -27,6 +27,10 @@ test("3 input channels per filter with -1 is true colour; a chosen channel is no
   assert.deepEqual(rgb.min, [0, 12]);
   assert.deepEqual(rgb.max, [11, 23]);
   assert.equal(filterTiles(w3, [2, 3, 2, 2], 0).rgb, false);
+  // grouped conv with 3 channels per group: not colours, so the mean
+  const grouped = filterTiles(w3, [2, 3, 2, 2], -1, 4);
+  assert.equal(grouped.rgb, false);
+  assert.deepEqual(Array.from(grouped.values.subarray(0, 4)), [4, 5, 6, 7]);
 });
 
 test("depthwise (1 input channel per filter) and 1×1 kernels", () => {

@@ -76,12 +76,17 @@ function renderBrowser(model, el, store) {
   /** True while this view sets traits itself, so its own change listeners do not repaint twice. */
   let muted = false;
   /** @type {{layer: import("../store.js").Layer, L: import("../grid.js").Layout, order: Int32Array,
-   *   tiles: Uint32Array, lo: Float64Array, hi: Float64Array} | null} */
+   *   tiles: Uint32Array, lo: Float64Array, hi: Float64Array, mode: string} | null} */
   let shown = null;
   /** @type {HTMLCanvasElement | null} */
   let imageCanvas = null;
   /** @type {Map<string, Uint32Array>} */
   const packed = new Map();
+  /** Reused pixel buffer of the grid canvas. @type {ImageData | null} */
+  let img = null;
+  let img32 = new Uint32Array(0);
+  const idle = typeof window.requestIdleCallback === "function" ? window.requestIdleCallback.bind(window) : null;
+  let warmId = 0;
 
   function colors() {
     const name = model.get("colormap");
@@ -110,7 +115,7 @@ function renderBrowser(model, el, store) {
     slider.max = String(Math.max(0, names.length - 1));
     slider.value = String(Math.max(0, names.indexOf(current)));
     slider.setAttribute("aria-valuetext", current);
-    layerName.textContent = current;
+    layerName.textContent = current || "(whole model)";
     scale.select.value = model.get("scale");
     sort.select.value = model.get("sort");
     cmap.select.value = model.get("colormap");
@@ -134,21 +139,43 @@ function renderBrowser(model, el, store) {
     const vector = meta.kind === "vector";
     const mode = vector && model.get("scale") === "channel" ? "layer" : model.get("scale");
     const { lo, hi } = tileRanges(mode, layer.min, layer.max, isDiverging(model.get("colormap")), store.meta.global);
-    const tiles = colorizeScalar(values, count, lo, hi, colors());
+    const tiles = colorizeScalar(values, count, lo, hi, colors(), shown?.tiles);
     const L = layoutGrid({ count, tileH, tileW, cols: vector ? Math.min(count, VECTOR_COLS) : undefined });
     const order = sortOrder(model.get("sort"), layer, count);
     publishLayout(grid, L, order);
-    const img = ctx.createImageData(L.width, L.height);
-    blitTiles(new Uint32Array(img.data.buffer), L, tiles, order);
+    if (img?.width !== L.width || img.height !== L.height) {
+      img = ctx.createImageData(L.width, L.height);
+      img32 = new Uint32Array(img.data.buffer);
+    }
+    blitTiles(img32, L, tiles, order);
     ctx.putImageData(img, 0, 0);
     const at = performance.now();
-    shown = { layer, L, order, tiles, lo, hi };
+    shown = { layer, L, order, tiles, lo, hi, mode };
     const ch = model.get("channel");
     if (ch >= 0 && ch < count) outlineSlot(ctx, L, order.indexOf(ch), accentColor(root));
     caption.textContent = `${i + 1}/${names.length} · ${meta.source_shape.join("×") || "scalar"}`
       + (vector ? " · values" : ` · ${count} channels`);
     markPainted(root, current, at);
     paintSide();
+    warmNeighbours(i);
+  }
+
+  /** Decode the slider's neighbours while the page is idle, so the next move finds them ready. */
+  function warmNeighbours(/** @type {number} */ i) {
+    cancelWarm();
+    const names = store.names();
+    const run = () => {
+      warmId = 0;
+      for (const n of [names[i + 1], names[i - 1]]) if (n !== undefined) store.get(n);
+    };
+    warmId = idle ? idle(run, { timeout: 200 }) : window.setTimeout(run, 16);
+  }
+
+  function cancelWarm() {
+    if (!warmId) return;
+    if (idle) window.cancelIdleCallback(warmId);
+    else window.clearTimeout(warmId);
+    warmId = 0;
   }
 
   /** The enlarged view and legend for the selected channel (or the plain image). */
@@ -158,8 +185,9 @@ function renderBrowser(model, el, store) {
     paintColorbar(bar, table);
     if (!shown || ch < 0 || ch >= shown.layer.meta.shape[0]) {
       paintDetail(detail, imageCanvas, null, 0);
-      barLo.textContent = "";
-      barHi.textContent = "";
+      const shared = shown && (shown.mode !== "channel" || shown.layer.meta.shape[0] === 1);
+      barLo.textContent = shared ? fmt(shown.lo[0]) : "low";
+      barHi.textContent = shared ? fmt(shown.hi[0]) : "high (each channel)";
       detailCaption.textContent = shown ? "click a tile to overlay that channel on the image" : "";
       return;
     }
@@ -185,7 +213,7 @@ function renderBrowser(model, el, store) {
     if (name === undefined || name === current) return;
     current = name;
     slider.setAttribute("aria-valuetext", name);
-    layerName.textContent = name;
+    layerName.textContent = name || "(whole model)";
     muted = true;
     model.set("layer", name);
     if (model.get("channel") !== -1) model.set("channel", -1);
@@ -195,8 +223,11 @@ function renderBrowser(model, el, store) {
   }
 
   scope.listen(slider, "input", () => showIndex(Number(slider.value)));
+  /** The grid on screen belongs to the current layer (not a stale one while a lazy layer loads). */
+  const live = () => shown !== null && shown.layer.name === current;
+
   scope.listen(grid, "mousemove", (/** @type {MouseEvent} */ e) => {
-    if (!shown) return;
+    if (!shown || !live()) return;
     const r = grid.getBoundingClientRect();
     const hit = hitTest(shown.L, e.clientX - r.left, e.clientY - r.top);
     if (!hit) {
@@ -217,7 +248,7 @@ function renderBrowser(model, el, store) {
     tooltip.hidden = true;
   });
   scope.listen(grid, "click", (/** @type {MouseEvent} */ e) => {
-    if (!shown) return;
+    if (!shown || !live()) return;
     const r = grid.getBoundingClientRect();
     const hit = hitTest(shown.L, e.clientX - r.left, e.clientY - r.top);
     if (!hit) return;
@@ -268,6 +299,8 @@ function renderBrowser(model, el, store) {
       paint();
     }
   }));
+
+  scope.add(cancelWarm);
 
   loadImage();
   syncControls();

@@ -7,7 +7,7 @@ import {
   Scope, accentColor, fmt, h, labelledSelect, markPainted, mountRoot, outlineSlot, publishLayout, setOptions,
   showTooltip,
 } from "../dom.js";
-import { filterTiles } from "../filters.js";
+import { filterTiles, isRgbLayer } from "../filters.js";
 import { blitTiles, colorizeRgb, colorizeScalar, hitTest, layoutGrid, packLut } from "../grid.js";
 import { paintColorbar } from "../overlay.js";
 
@@ -30,7 +30,7 @@ function renderFilterGrid(model, el) {
   const cmapSel = labelledSelect("colormap", "cnnw-colormap", COLORMAPS.map((n) => [n, n]));
   const caption = h("div", { className: "cnnw-caption" });
   const grid = /** @type {HTMLCanvasElement} */ (h("canvas", { className: "cnnw-grid", attrs: { "aria-label": "filters" } }));
-  const detail = /** @type {HTMLCanvasElement} */ (h("canvas", { className: "cnnw-detail", attrs: { "aria-label": "input channels of the selected filter" } }));
+  const detail = /** @type {HTMLCanvasElement} */ (h("canvas", { className: "cnnw-filter-detail", attrs: { "aria-label": "input channels of the selected filter" } }));
   const detailCaption = h("div", { className: "cnnw-caption cnnw-detail-caption" });
   const bar = /** @type {HTMLCanvasElement} */ (h("canvas"));
   const barLo = h("span");
@@ -38,7 +38,6 @@ function renderFilterGrid(model, el) {
   const legend = h("div", { className: "cnnw-legend" }, [barLo, bar, barHi]);
   const tooltip = h("div", { className: "cnnw-tooltip", attrs: { role: "tooltip" } });
   tooltip.hidden = true;
-  detail.style.imageRendering = "pixelated";
 
   root.append(
     h("div", { className: "cnnw-toolbar" }, [layerSel.wrap, inputSel.wrap, normSel.wrap, cmapSel.wrap]),
@@ -70,14 +69,14 @@ function renderFilterGrid(model, el) {
 
   function syncControls() {
     const layers = model.get("layers") ?? [];
-    if (layerSel.select.options.length !== layers.length) setOptions(layerSel.select, layers.map((n) => [n, n]));
+    if (layerSel.select.options.length !== layers.length) setOptions(layerSel.select, layers.map((n) => [n, n || "(whole model)"]));
     layerSel.select.value = model.get("layer");
     normSel.select.value = model.get("normalize");
     cmapSel.select.value = model.get("colormap");
     const w = weights;
     const I = w ? w.shape[1] : 0;
-    if (inputSel.select.dataset.count !== String(I)) {
-      const first = I === 3 ? "RGB" : "mean";
+    const first = w && isRgbLayer(w.shape, w.info.groups) ? "RGB" : "mean";
+    if (inputSel.select.dataset.count !== String(I) || inputSel.select.options[0]?.textContent !== first) {
       setOptions(inputSel.select, [["-1", first], ...Array.from({ length: I > 1 ? I : 0 }, (_, i) => [String(i), String(i)])]);
       inputSel.select.dataset.count = String(I);
     }
@@ -107,7 +106,7 @@ function renderFilterGrid(model, el) {
     syncControls();
     const [, , kh, kw] = w.shape;
     const k = Number(model.get("input_channel"));
-    const tiles = filterTiles(w.values, w.shape, k < w.shape[1] ? k : -1);
+    const tiles = filterTiles(w.values, w.shape, k < w.shape[1] ? k : -1, w.info.groups);
     const cmap = model.get("colormap");
     const mode = model.get("normalize") === "layer" ? "layer" : "channel";
     const { lo, hi } = tileRanges(mode, tiles.min, tiles.max, !tiles.rgb && isDiverging(cmap));

@@ -1,0 +1,433 @@
+// AttributionView canvas: the input image with the attribution map over it, the method picker and
+// the option controls built from the method's schema, progress and cancel while the kernel works.
+// The signed map arrives once per result (float16, divided by its peak); opacity, colormap, sign and
+// percentile clipping re-composite it here without asking the kernel.
+
+import { decode } from "../codec.js";
+import { COLORMAPS, isDiverging, lut } from "../colormap.js";
+import { Scope, fmt, h, labelledSelect, markPainted, mountRoot, setOptions, showTooltip } from "../dom.js";
+import {
+  OVERLAY_CSS, SIGNS, blendOverlay, overlayColormap, overlayRange, paintColorbar, rgbToRgba, sortedMagnitudes,
+} from "../overlay.js";
+
+const DISPLAY_SIDE = 320;
+const SAVE_DELAY_MS = 250;
+
+const VIEW_CSS = `
+.cnnw-attribution-view .cnnw-options:empty {
+  display: none;
+}
+.cnnw-attribution-view .cnnw-busy {
+  display: flex;
+  align-items: center;
+  gap: 8px;
+}
+.cnnw-attribution-view progress {
+  width: 200px;
+  accent-color: var(--jp-brand-color1, #1976d2);
+}
+.cnnw-attribution-view .cnnw-description {
+  max-width: 640px;
+  font-family: inherit;
+}
+.cnnw-attribution-view .cnnw-clip {
+  width: 120px;
+}
+`;
+
+/**
+ * @typedef {Object} OptionSchema
+ * @property {string} name
+ * @property {"int" | "float" | "bool" | "choice" | "tensor"} type
+ * @property {any} default
+ * @property {number | null} min
+ * @property {number | null} max
+ * @property {string[] | null} choices
+ * @property {string} doc
+ */
+
+/**
+ * @typedef {Object} MethodSchema
+ * @property {string} name
+ * @property {string} description
+ * @property {boolean} needs_layer
+ * @property {boolean} slow
+ * @property {OptionSchema[]} options
+ */
+
+/**
+ * A control for one option, or null for options only Python can set (tensors).
+ * @param {OptionSchema} opt
+ * @param {any} value the current value (undefined: the default)
+ * @param {(value: any) => void} onChange called with the new value (undefined: back to the default)
+ * @param {Scope} scope
+ * @returns {HTMLElement | null}
+ */
+function optionControl(opt, value, onChange, scope) {
+  const current = value === undefined ? opt.default : value;
+  /** @type {HTMLElement} */
+  let input;
+  if (opt.type === "bool") {
+    const box = /** @type {HTMLInputElement} */ (h("input", { attrs: { type: "checkbox" } }));
+    box.checked = Boolean(current);
+    scope.listen(box, "change", () => onChange(box.checked));
+    input = box;
+  } else if (opt.type === "choice") {
+    const select = /** @type {HTMLSelectElement} */ (h("select"));
+    setOptions(select, (opt.choices ?? []).map((c) => [c, c]));
+    select.value = String(current);
+    scope.listen(select, "change", () => onChange(select.value));
+    input = select;
+  } else if (opt.type === "int" || opt.type === "float") {
+    const num = /** @type {HTMLInputElement} */ (h("input"));
+    if (Array.isArray(current)) {
+      num.type = "text";
+      num.readOnly = true;
+      num.value = current.join("×");
+    } else {
+      num.type = "number";
+      num.step = opt.type === "int" ? "1" : "any";
+      if (opt.min !== null) num.min = String(opt.min);
+      if (opt.max !== null) num.max = String(opt.max);
+      num.placeholder = opt.default === null ? "auto" : String(opt.default);
+      num.value = current === null || current === undefined ? "" : String(current);
+      scope.listen(num, "change", () => {
+        const raw = num.value.trim();
+        onChange(raw === "" ? undefined : Number(raw));
+      });
+    }
+    input = num;
+  } else {
+    return null;
+  }
+  input.classList.add("cnnw-option");
+  input.dataset.option = opt.name;
+  const wrap = h("label", { className: "cnnw-control", attrs: { title: opt.doc } }, [h("span", { text: opt.name }), input]);
+  return wrap;
+}
+
+/**
+ * @param {any} model
+ * @param {HTMLElement} el
+ * @returns {() => void} cleanup
+ */
+function renderView(model, el) {
+  const scope = new Scope();
+  const root = mountRoot(el, "cnnw-attribution-view");
+  el.insertBefore(h("style", { text: OVERLAY_CSS + VIEW_CSS }), root);
+
+  const method = labelledSelect("method", "cnnw-method", []);
+  const layer = labelledSelect("layer", "cnnw-layer", []);
+  const optionsBox = h("div", { className: "cnnw-toolbar cnnw-options" });
+  const description = h("div", { className: "cnnw-caption cnnw-description" });
+  const sign = labelledSelect("show", "cnnw-sign", SIGNS.map((s) => [s, s === "all" ? "all (signed)" : s]));
+  const cmap = labelledSelect("colormap", "cnnw-colormap", COLORMAPS.map((n) => [n, n]));
+  const opacity = /** @type {HTMLInputElement} */ (h("input", {
+    className: "cnnw-opacity",
+    attrs: { type: "range", min: "0", max: "1", step: "0.05", "aria-label": "heatmap opacity" },
+  }));
+  const clip = /** @type {HTMLInputElement} */ (h("input", {
+    className: "cnnw-clip",
+    attrs: { type: "range", min: "50", max: "100", step: "0.5", "aria-label": "clip at percentile" },
+  }));
+  const clipValue = h("span", { className: "cnnw-value" });
+  const progress = /** @type {HTMLProgressElement} */ (h("progress", { className: "cnnw-progress", attrs: { max: "1", value: "0" } }));
+  const progressText = h("span", { className: "cnnw-value" });
+  const cancel = h("button", { className: "cnnw-cancel", text: "cancel", attrs: { type: "button" } });
+  const busyRow = h("div", { className: "cnnw-busy", attrs: { role: "status" } }, [progress, progressText, cancel]);
+  const notice = h("span", { className: "cnnw-notice" });
+  const runAgain = h("button", { className: "cnnw-run", text: "compute", attrs: { type: "button" } });
+  const error = h("div", { className: "cnnw-error", attrs: { role: "alert" } });
+  const canvas = /** @type {HTMLCanvasElement} */ (h("canvas", {
+    className: "cnnw-overlay", attrs: { "aria-label": "attribution heatmap over the input image" },
+  }));
+  const bar = /** @type {HTMLCanvasElement} */ (h("canvas"));
+  const barLo = h("span");
+  const barHi = h("span");
+  const legend = h("div", { className: "cnnw-legend" }, [barLo, bar, barHi]);
+  const caption = h("div", { className: "cnnw-caption cnnw-result-caption" });
+  const tooltip = h("div", { className: "cnnw-tooltip", attrs: { role: "tooltip" } });
+  tooltip.hidden = true;
+
+  root.append(
+    h("div", { className: "cnnw-toolbar" }, [method.wrap, layer.wrap]),
+    description,
+    optionsBox,
+    h("div", { className: "cnnw-toolbar" }, [
+      sign.wrap, cmap.wrap,
+      h("label", { className: "cnnw-control" }, [h("span", { text: "opacity" }), opacity]),
+      h("label", { className: "cnnw-control" }, [h("span", { text: "clip at" }), clip, clipValue]),
+    ]),
+    busyRow,
+    h("div", { className: "cnnw-toolbar" }, [notice, runAgain]),
+    error,
+    canvas,
+    legend,
+    caption,
+    tooltip,
+  );
+
+  const ctx = /** @type {CanvasRenderingContext2D} */ (canvas.getContext("2d"));
+  /** @type {{rgb: Uint8Array, h: number, w: number} | null} */
+  let image = null;
+  /** @type {{values: Float32Array, h: number, w: number, meta: any, sorted: Map<string, Float32Array>} | null} */
+  let result = null;
+  /** @type {Uint8ClampedArray | undefined} */
+  let pixels;
+  /** Method whose option controls are built (rebuilt only when it changes). */
+  let builtFor = "";
+  let saveTimer = 0;
+
+  /** @returns {MethodSchema | undefined} */
+  function schema() {
+    return (model.get("_methods") ?? []).find((/** @type {MethodSchema} */ m) => m.name === model.get("method"));
+  }
+
+  /** Send local display changes to the kernel once the user pauses (nothing is recomputed there). */
+  function saveSoon() {
+    clearTimeout(saveTimer);
+    saveTimer = window.setTimeout(() => {
+      saveTimer = 0;
+      model.save_changes();
+    }, SAVE_DELAY_MS);
+  }
+
+  function loadImage() {
+    const msg = model.get("_image");
+    if (!msg?.shape) {
+      image = null;
+      return;
+    }
+    const [hh, ww] = msg.shape;
+    image = { rgb: /** @type {Uint8Array} */ (decode(msg).data), h: hh, w: ww };
+    canvas.width = ww;
+    canvas.height = hh;
+    const s = DISPLAY_SIDE / Math.max(hh, ww);
+    canvas.style.width = `${Math.round(ww * s)}px`;
+    canvas.style.height = `${Math.round(hh * s)}px`;
+    canvas.style.imageRendering = s >= 2 ? "pixelated" : "auto";
+  }
+
+  function loadResult() {
+    const r = model.get("_result");
+    if (!r?.map) {
+      result = null;
+      return;
+    }
+    const t = decode(r.map);
+    const values = /** @type {Float32Array} */ (t.data);
+    const peak = Number(r.peak) || 1;
+    for (let i = 0; i < values.length; i++) values[i] *= peak;
+    const [, hh, ww] = t.shape; // (1, H, W): one slice, so one min/max in the header
+    result = { values, h: hh, w: ww, meta: r, sorted: new Map() };
+    root.dataset.resultCount = String(Number(root.dataset.resultCount ?? 0) + 1);
+  }
+
+  /** @param {string} s */
+  function sorted(s) {
+    if (!result) return new Float32Array(0);
+    let a = result.sorted.get(s);
+    if (!a) result.sorted.set(s, (a = sortedMagnitudes(result.values, s)));
+    return a;
+  }
+
+  /** Composite the current result over the image with the current display settings. */
+  function paint() {
+    if (!image) return;
+    const ok = result && !model.get("error") && result.h === image.h && result.w === image.w;
+    if (!ok || !result) {
+      ctx.putImageData(new ImageData(rgbToRgba(image.rgb, image.h, image.w), image.w, image.h), 0, 0);
+      legend.hidden = true;
+      caption.textContent = model.get("busy") ? "computing…" : "";
+      return;
+    }
+    const s = model.get("sign");
+    const name = overlayColormap(model.get("colormap"), s);
+    const table = lut(name);
+    const range = overlayRange(sorted(s), Number(model.get("clip_percentile")), isDiverging(name));
+    pixels = blendOverlay(image.rgb, result.values, {
+      sign: s, lo: range.lo, hi: range.hi, table, opacity: Number(model.get("opacity")),
+    }, pixels);
+    ctx.putImageData(new ImageData(pixels, image.w, image.h), 0, 0);
+    const m = result.meta;
+    markPainted(root, m.layer ?? m.method, performance.now());
+    legend.hidden = range.empty;
+    paintColorbar(bar, table);
+    barLo.textContent = fmt(range.lo);
+    barHi.textContent = fmt(range.hi);
+    const parts = [
+      m.method,
+      `${m.target_label} (class ${m.target}, p = ${(100 * m.probability).toFixed(1)}%${m.top_prediction ? ", top prediction" : ""})`,
+    ];
+    if (m.layer) parts.push(`layer ${m.layer}`);
+    if (range.empty) parts.push(`no ${s} values in this map`);
+    else if (name !== model.get("colormap")) parts.push(`${name} for signed values`);
+    caption.textContent = parts.join(" · ");
+  }
+
+  function syncDisplayControls() {
+    sign.select.value = model.get("sign");
+    cmap.select.value = model.get("colormap");
+    opacity.value = String(model.get("opacity"));
+    clip.value = String(model.get("clip_percentile"));
+    clipValue.textContent = `${Number(model.get("clip_percentile"))}%`;
+  }
+
+  function syncStatus() {
+    const busy = Boolean(model.get("busy"));
+    const p = Number(model.get("progress"));
+    busyRow.hidden = !busy;
+    progress.value = p;
+    progressText.textContent = `${Math.round(100 * p)}%`;
+    notice.textContent = busy ? "" : model.get("_notice");
+    runAgain.hidden = busy || !model.get("_notice");
+    error.textContent = model.get("error");
+  }
+
+  function syncMethod() {
+    const methods = model.get("_methods") ?? [];
+    if (method.select.options.length !== methods.length) {
+      setOptions(method.select, methods.map((/** @type {MethodSchema} */ m) => [m.name, m.slow ? `${m.name} (slow)` : m.name]));
+    }
+    method.select.value = model.get("method");
+    const info = schema();
+    description.textContent = info ? info.description : "";
+    layer.wrap.hidden = !info?.needs_layer;
+    syncLayer();
+    syncOptions();
+  }
+
+  function syncLayer() {
+    const auto = model.get("_auto_layer");
+    /** @type {Array<[string, string]>} */
+    const choices = [["", auto ? `auto (${auto})` : "auto"]];
+    for (const name of model.get("_layers") ?? []) choices.push([name, name]);
+    const chosen = model.get("layer");
+    if (chosen && !choices.some(([v]) => v === chosen)) choices.push([chosen, chosen]);
+    setOptions(layer.select, choices);
+    layer.select.value = chosen ?? "";
+  }
+
+  /** @type {Scope} listeners of the option controls, replaced with them */
+  let optionScope = new Scope();
+  scope.add(() => optionScope.dispose());
+
+  function syncOptions() {
+    const info = schema();
+    const values = model.get("options") ?? {};
+    if (info && builtFor === info.name) {
+      for (const input of optionsBox.querySelectorAll(".cnnw-option")) {
+        const el = /** @type {HTMLInputElement} */ (input);
+        const opt = info.options.find((o) => o.name === el.dataset.option);
+        if (!opt) continue;
+        const v = values[opt.name] === undefined ? opt.default : values[opt.name];
+        if (el.type === "checkbox") el.checked = Boolean(v);
+        else if (el.type === "number" || el.tagName === "SELECT") el.value = v === null || v === undefined ? "" : String(v);
+      }
+      return;
+    }
+    optionScope.dispose();
+    optionScope = new Scope();
+    builtFor = info?.name ?? "";
+    const controls = [];
+    for (const opt of info?.options ?? []) {
+      const control = optionControl(opt, values[opt.name], (v) => {
+        const next = { ...(model.get("options") ?? {}) };
+        if (v === undefined) delete next[opt.name];
+        else next[opt.name] = v;
+        model.set("options", next);
+        model.save_changes();
+      }, optionScope);
+      if (control) controls.push(control);
+    }
+    optionsBox.replaceChildren(...controls);
+  }
+
+  scope.listen(method.select, "change", () => {
+    model.set("method", method.select.value);
+    model.save_changes();
+  });
+  scope.listen(layer.select, "change", () => {
+    model.set("layer", layer.select.value === "" ? null : layer.select.value);
+    model.save_changes();
+  });
+  scope.listen(opacity, "input", () => {
+    model.set("opacity", Number(opacity.value));
+    saveSoon();
+  });
+  scope.listen(clip, "input", () => {
+    model.set("clip_percentile", Number(clip.value));
+    saveSoon();
+  });
+  for (const [ctl, key] of [[sign.select, "sign"], [cmap.select, "colormap"]]) {
+    scope.listen(ctl, "change", () => {
+      model.set(key, /** @type {HTMLSelectElement} */ (ctl).value);
+      saveSoon();
+    });
+  }
+  scope.listen(cancel, "click", () => model.send({ type: "cancel" }));
+  scope.listen(runAgain, "click", () => model.send({ type: "run" }));
+  scope.listen(canvas, "mousemove", (/** @type {MouseEvent} */ e) => {
+    if (!result || !image) return;
+    const r = canvas.getBoundingClientRect();
+    const col = Math.floor(((e.clientX - r.left) / r.width) * image.w);
+    const row = Math.floor(((e.clientY - r.top) / r.height) * image.h);
+    if (row < 0 || col < 0 || row >= result.h || col >= result.w) {
+      tooltip.hidden = true;
+      return;
+    }
+    const rr = root.getBoundingClientRect();
+    showTooltip(tooltip, `(${row}, ${col})\n${fmt(result.values[row * result.w + col])}`, e.clientX - rr.left, e.clientY - rr.top);
+  });
+  scope.listen(canvas, "mouseleave", () => {
+    tooltip.hidden = true;
+  });
+  scope.add(() => {
+    if (saveTimer) {
+      clearTimeout(saveTimer);
+      model.save_changes();
+    }
+  });
+
+  for (const key of ["opacity", "colormap", "sign", "clip_percentile"]) {
+    scope.onModel(model, `change:${key}`, () => {
+      syncDisplayControls();
+      paint();
+    });
+  }
+  scope.onModel(model, "change:_image", () => {
+    loadImage();
+    paint();
+  });
+  scope.onModel(model, "change:_result", () => {
+    loadResult();
+    paint();
+  });
+  scope.onModel(model, "change:error", () => {
+    syncStatus();
+    paint();
+  });
+  scope.onModel(model, "change:busy", () => {
+    syncStatus();
+    if (!result) paint();
+  });
+  for (const key of ["progress", "_notice"]) scope.onModel(model, `change:${key}`, syncStatus);
+  for (const key of ["method", "_methods"]) scope.onModel(model, `change:${key}`, syncMethod);
+  scope.onModel(model, "change:options", syncOptions);
+  for (const key of ["layer", "_layers", "_auto_layer"]) scope.onModel(model, `change:${key}`, syncLayer);
+
+  syncMethod();
+  syncDisplayControls();
+  syncStatus();
+  loadImage();
+  loadResult();
+  paint();
+  return () => scope.dispose();
+}
+
+export default {
+  /** @param {{model: any, el: HTMLElement}} props */
+  render({ model, el }) {
+    return renderView(model, el);
+  },
+};
