@@ -228,7 +228,7 @@ export function paintDetail(canvas, image, heat, opacity) {
 }
 
 /**
- * Draw a horizontal colour bar of a packed-free RGB LUT (768 bytes) into a 256×1 canvas.
+ * Draw a horizontal colour bar of an RGB LUT (768 bytes, see colormap.lut) into a 256×1 canvas.
  * @param {HTMLCanvasElement} canvas
  * @param {Uint8Array} table
  */
