@@ -121,7 +121,9 @@ export class LayerStore {
 
   /**
    * Ask the kernel for `name` and its neighbours that the browser lacks (lazy mode; no-op when eager).
-   * One message; already-requested layers are not asked twice.
+   * One message; already-requested layers are not asked twice, and neighbours are only prefetched
+   * when nothing else is in flight, so scrubbing fast through lazy layers asks for what is on screen
+   * rather than queueing every layer passed on the way.
    * @param {string} name
    */
   request(name) {
@@ -129,7 +131,8 @@ export class LayerStore {
     const names = this.names();
     const i = names.indexOf(name);
     if (i < 0) return;
-    const want = [names[i], names[i + 1], names[i - 1]].filter(
+    const around = this.pending.size ? [] : [names[i + 1], names[i - 1]];
+    const want = [names[i], ...around].filter(
       (n) => n !== undefined && !this.cache.has(n) && !this.pending.has(n),
     );
     if (!want.length) return;

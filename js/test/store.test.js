@@ -77,6 +77,10 @@ test("lazy: one fetch for the layer and its neighbours; replies are decoded and 
   assert.deepEqual(m.sent[0].content, { type: "fetch", layers: ["b", "c", "a"], version: 1 });
   s.request("b"); // already pending: nothing new
   assert.equal(m.sent.length, 1);
+  s.request("d"); // while b, c, a are in flight only the layer on screen is asked for
+  assert.deepEqual(m.sent[1].content.layers, ["d"]);
+  m.sent.pop();
+  s.pending.delete("d");
   const { data, ...header } = wire(3);
   m.emit("msg:custom", { type: "layer", name: "b", version: 1, ...header }, [data]);
   assert.deepEqual(heard, ["b"]);
@@ -84,11 +88,15 @@ test("lazy: one fetch for the layer and its neighbours; replies are decoded and 
   // stale replies (an older version) are ignored
   m.emit("msg:custom", { type: "layer", name: "c", version: 0, ...header }, [data]);
   assert.equal(s.get("c"), null);
-  s.request("c"); // c is still pending from the first request; d is new
+  s.request("c"); // c is still pending, and with layers in flight d is not prefetched yet
+  assert.equal(m.sent.length, 1);
+  m.emit("msg:custom", { type: "layer", name: "a", version: 1, ...header }, [data]);
+  m.emit("msg:custom", { type: "layer", name: "c", version: 1, ...header }, [data]);
+  s.request("c"); // nothing in flight: the missing neighbour d is prefetched
   assert.deepEqual(m.sent[1].content.layers, ["d"]);
   unsubscribe();
   m.emit("msg:custom", { type: "layer", name: "d", version: 1, ...header }, [data]);
-  assert.deepEqual(heard, ["b"]);
+  assert.deepEqual(heard, ["b", "a", "c"]);
 });
 
 test("lazy cache is bounded (LRU) and keeps pinned layers", () => {
