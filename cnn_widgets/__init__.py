@@ -8,6 +8,8 @@ from .attribution import METHODS, Attribution, Cancelled, attribute
 from .capture import ActivationCapture, capture_activations
 from .layers import LayerInfo, conv_layers, layer_table
 from .widgets import ActivationBrowser, FilterGrid
+from .widgets.attribution_view import AttributionView
+from .widgets.compare import Compare, compare
 from .layers import suggest_target_layer
 
 __version__ = "0.1.0"
@@ -16,12 +18,15 @@ __all__ = [
     "METHODS",
     "ActivationBrowser",
     "ActivationCapture",
+    "AttributionView",
     "FilterGrid",
     "Attribution",
     "Cancelled",
+    "Compare",
     "LayerInfo",
     "attribute",
     "capture_activations",
+    "compare",
     "conv_layers",
     "layer_table",
     "suggest_target_layer",

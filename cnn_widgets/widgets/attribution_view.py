@@ -1,0 +1,568 @@
+"""AttributionView: an attribution heatmap over the input image, a method picker with option controls
+generated from :data:`cnn_widgets.METHODS`, and the model's top predictions as clickable bqplot bars.
+
+The view is an ``ipywidgets.HBox`` holding two widgets: the anywidget canvas (``js/src/widgets/
+attribution_view.js``) and a bqplot ``Figure``. The public traits live on the HBox and are linked to the
+canvas's synced traits. Each result's signed map travels once, as float16 (:mod:`cnn_widgets.wire`);
+``opacity``, ``colormap``, ``sign`` and ``clip_percentile`` are applied in the browser, so moving them
+sends no numbers (their browser-side changes are not even echoed back).
+
+Attributions run in a worker thread, so the kernel stays free to receive a cancel click while a slow
+method works: ``attribute``'s ``progress`` callback publishes the fraction done and raises
+:class:`~cnn_widgets.Cancelled` once the job is cancelled (by the cancel button, :meth:`cancel`, or any
+newer request). Results are cached per (image, method, target, layer, options).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import anywidget
+import ipywidgets as W
+import torch
+import traitlets as t
+from bqplot import Axis, Bars, Figure, LinearScale, OrdinalScale
+from torch import nn
+
+from .. import wire
+from .._checks import check_layer_names, check_model, model_device, unknown_name_error
+from ..attribution import METHODS, Attribution, Cancelled, attribute
+from ..cams import check_targets
+from ..images import Image, Stats, prepare
+from ..layers import conv_layers, spatial_probe
+from ._common import WidgetValueError, bundle, check_colormap
+
+SIGNS: tuple[str, ...] = ("positive", "negative", "absolute", "all")
+TOP_K = 5
+CACHE_SIZE = 32
+PROGRESS_INTERVAL = 0.1  # seconds between progress messages (iopub counts every comm message)
+_BAR = "#5b8db8"
+_BAR_TARGET = "#e8590c"
+
+_LOCKS: weakref.WeakKeyDictionary[nn.Module, threading.RLock] = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def model_lock(model: nn.Module) -> threading.RLock:
+    """The lock every widget holds while it runs ``model``: attribution installs hooks and switches the
+    model to eval mode for the duration, so two computations on one model must not overlap."""
+    with _LOCKS_GUARD:
+        lock = _LOCKS.get(model)
+        if lock is None:
+            lock = _LOCKS[model] = threading.RLock()
+        return lock
+
+
+def check_labels(labels: Sequence[str] | None, classes: int) -> list[str]:
+    """Class names for ``classes`` outputs: ``labels`` checked, or ``class 0``, ``class 1``, … ."""
+    if labels is None:
+        return [f"class {i}" for i in range(classes)]
+    if isinstance(labels, str) or not isinstance(labels, Sequence):
+        raise TypeError(f"labels must be a list of class names (str), got {type(labels).__name__}")
+    names = [str(x) for x in labels]
+    if len(names) != classes:
+        raise ValueError(
+            f"got {len(names)} labels but the model has {classes} classes; pass one name per class output"
+        )
+    return names
+
+
+def class_probabilities(model: nn.Module, batch: torch.Tensor) -> tuple[torch.Tensor, str | None]:
+    """Softmax probabilities (N, classes) of ``model`` on ``batch`` and the suggested CAM layer (or
+    ``None``), from one forward pass with the model left as it was."""
+    with model_lock(model):
+        layer, logits = spatial_probe(model, batch.to(model_device(model)))
+    check_targets(logits, None)
+    # A model with non-finite scores still gets a view: the chart shows 0 and attribute() reports it.
+    return torch.softmax(logits.detach().float().cpu(), dim=1).nan_to_num(0.0, 0.0, 0.0), layer
+
+
+def check_choice(what: str, value: Any, choices: Sequence[str]) -> str:
+    """``value`` if it is one of ``choices``, else a ``ValueError`` listing them."""
+    if value not in choices:
+        raise WidgetValueError(f"{what} must be one of {', '.join(map(repr, choices))}; got {value!r}")
+    return value
+
+
+def _freeze(value: Any) -> Hashable:
+    """A hashable, order-independent form of an options value (dicts sorted, lists as tuples)."""
+    if isinstance(value, Mapping):
+        return tuple(sorted((str(k), _freeze(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def _check_json_option(name: str, value: Any) -> None:
+    """Options travel to the browser, so they must be JSON values; say how to pass anything else."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return
+        raise WidgetValueError(f"option {name}={value!r} must be a finite number")
+    if isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        return
+    raise WidgetValueError(
+        f"option {name}={type(value).__name__} cannot be a widget option: widget options are numbers, "
+        "booleans, strings, None or lists of ints (they are shown in the browser). For a tensor (e.g. "
+        "baselines) call cnn_widgets.attribute(...) directly"
+    )
+
+
+def error_text(err: BaseException) -> str:
+    """The message shown in a widget for a failed computation: bad-input errors as they are, anything
+    else prefixed with its type so it can be searched for."""
+    if isinstance(err, (ValueError, TypeError)):
+        return str(err)
+    return f"{type(err).__name__}: {err}"
+
+
+@dataclass
+class _Job:
+    """One requested computation; ``cancel`` is set when it is cancelled or superseded."""
+
+    key: tuple[Hashable, ...]
+    method: str
+    target: int | None
+    layer: str | None
+    options: dict[str, Any]
+    cancel: threading.Event = field(default_factory=threading.Event)
+    last_report: float = 0.0
+
+
+class _AttributionCanvas(anywidget.AnyWidget):
+    """The browser half of :class:`AttributionView`: image, heatmap, controls, progress and cancel."""
+
+    _esm = bundle("attribution_view")
+
+    method = t.Unicode("").tag(sync=True)
+    target = t.Int(None, allow_none=True).tag(sync=True)
+    layer = t.Unicode(None, allow_none=True).tag(sync=True)
+    options = t.Dict().tag(sync=True)
+    opacity = t.Float(0.5).tag(sync=True, echo_update=False)
+    colormap = t.Unicode("inferno").tag(sync=True, echo_update=False)
+    sign = t.Unicode("positive").tag(sync=True, echo_update=False)
+    clip_percentile = t.Float(99.0).tag(sync=True, echo_update=False)
+    progress = t.Float(0.0).tag(sync=True)
+    busy = t.Bool(False).tag(sync=True)
+    error = t.Unicode("").tag(sync=True)
+    _methods = t.List().tag(sync=True)
+    _layers = t.List().tag(sync=True)
+    _auto_layer = t.Unicode("").tag(sync=True)
+    _image = t.Dict().tag(sync=True)
+    _result = t.Dict().tag(sync=True)
+    _notice = t.Unicode("").tag(sync=True)
+
+
+class AttributionView(W.HBox):
+    """Explain one prediction of ``model`` on ``image`` with any method of :data:`cnn_widgets.METHODS`.
+
+    ``target``: the class explained (``None``: the top prediction); clicking a bar of the top-k chart
+    sets it. ``layer``: for methods that need one (``None``: :func:`cnn_widgets.suggest_target_layer`).
+    ``labels``: class names (default ``class 0``, ``class 1``, …). ``mean``/``std`` normalise the image
+    for the model; the picture shows it unnormalised.
+
+    Traits: ``method``, ``target``, ``layer``, ``options`` (the method's options by Captum's names;
+    changing any of these recomputes), ``opacity``, ``colormap``, ``sign`` ("positive" | "negative" |
+    "absolute" | "all", the last with a diverging colormap) and ``clip_percentile`` (colour range ends
+    at this percentile of the shown magnitudes), applied in the browser; read-only ``progress`` (0–1),
+    ``busy``, ``error`` (why the last computation failed, else ""), ``labels`` and ``predictions``.
+    """
+
+    method = t.Unicode("grad_cam")
+    target = t.Int(None, allow_none=True)
+    layer = t.Unicode(None, allow_none=True)
+    options = t.Dict()
+    opacity = t.Float(0.5)
+    colormap = t.Unicode("inferno")
+    sign = t.Unicode("positive")
+    clip_percentile = t.Float(99.0)
+    progress = t.Float(0.0, read_only=True)
+    busy = t.Bool(False, read_only=True)
+    error = t.Unicode("", read_only=True)
+    labels = t.List(t.Unicode(), read_only=True)
+    predictions = t.List(t.Dict(), read_only=True)
+
+    def __init__(
+        self,
+        model: nn.Module,
+        image: Image,
+        method: str = "grad_cam",
+        target: int | None = None,
+        labels: Sequence[str] | None = None,
+        mean: Stats = None,
+        std: Stats = None,
+        layer: str | None = None,
+        *,
+        options: Mapping[str, Any] | None = None,
+        opacity: float = 0.5,
+        colormap: str = "inferno",
+        sign: str = "positive",
+        clip_percentile: float = 99.0,
+        **kwargs: Any,
+    ) -> None:
+        self._model = check_model(model)
+        self._lock = threading.RLock()
+        self._job: _Job | None = None
+        self._threads: list[threading.Thread] = []
+        self._cache: OrderedDict[tuple[Hashable, ...], tuple[Attribution, dict[str, Any]]] = OrderedDict()
+        self._shown: Attribution | None = None
+        self._options_by_method: dict[str, dict[str, Any]] = {}
+        self._quiet = True
+        self._image_version = 0
+        self._canvas = _AttributionCanvas()
+        self._bars, self._figure = self._make_chart()
+        kwargs.setdefault("layout", W.Layout(flex_flow="row wrap", align_items="flex-start"))
+        super().__init__(children=[self._canvas, self._figure], **kwargs)
+        self._load_image(image, mean, std, labels)
+        self._canvas._methods = [info.to_json() for info in METHODS.values()]
+        self.method = method
+        self.target = target
+        self.layer = layer
+        self.options = dict(options or {})
+        self.opacity = opacity
+        self.colormap = colormap
+        self.sign = sign
+        self.clip_percentile = clip_percentile
+        for name in ("method", "target", "layer", "options", "opacity", "colormap", "sign", "clip_percentile"):
+            t.link((self, name), (self._canvas, name))
+        for name in ("progress", "busy", "error"):
+            t.dlink((self, name), (self._canvas, name))
+        self._canvas.on_msg(self._handle_msg)
+        self._quiet = False
+        self._request()
+
+    # -- image and predictions -------------------------------------------------------------------
+
+    def set_image(self, image: Image, mean: Stats = None, std: Stats = None) -> None:
+        """Explain another image (same model and labels); ``target`` and the method stay."""
+        self._load_image(image, mean, std, self.labels)
+        self._request()
+
+    def _load_image(self, image: Image, mean: Stats, std: Stats, labels: Sequence[str] | None) -> None:
+        batch, display = prepare(image, mean, std, model=self._model, single=True)
+        try:
+            probs, auto_layer = class_probabilities(self._model, batch)
+        except RuntimeError as err:
+            raise ValueError(
+                f"the model failed on an input of shape {tuple(batch.shape)}: {err}; check the image size "
+                "and channels the model expects (and mean/std)"
+            ) from err
+        names = check_labels(labels, probs.shape[1])
+        p = probs[0]
+        k = min(TOP_K, p.numel())
+        top = torch.topk(p, k)
+        if self._image_version:
+            with self._lock:
+                self._cancel_job()
+                self._shown = None
+                self._canvas._result = {}
+        self._input = batch[0]
+        self._probs = p
+        self._top = int(top.indices[0])
+        self._auto_layer = auto_layer
+        self._image_version += 1
+        self.set_trait("labels", names)
+        self.set_trait("predictions", [
+            {"index": int(i), "label": names[int(i)], "probability": float(v)}
+            for v, i in zip(top.values.tolist(), top.indices.tolist())
+        ])
+        choices = ([auto_layer] if auto_layer else []) + conv_layers(self._model)
+        with self._canvas.hold_sync():
+            self._canvas._auto_layer = auto_layer or ""
+            self._canvas._layers = list(dict.fromkeys(choices))
+            self._canvas._image = wire.encode(torch.from_numpy(display), exact=True)
+        self._update_chart()
+
+    def _make_chart(self) -> tuple[Bars, Figure]:
+        x = OrdinalScale(reverse=True)
+        y = LinearScale(min=0.0, max=1.0)
+        bars = Bars(
+            x=[], y=[], scales={"x": x, "y": y}, orientation="horizontal", color_mode="element",
+            label_display=True, label_display_format=".1%", padding=0.25,
+        )
+        bars.on_element_click(self._bar_clicked)
+        figure = Figure(
+            marks=[bars],
+            axes=[Axis(scale=x, side="left"),
+                  Axis(scale=y, side="bottom", tick_format=".0%", num_ticks=3)],
+            title="top predictions · click a bar to explain it",
+            fig_margin={"top": 40, "bottom": 30, "left": 110, "right": 40},
+            layout=W.Layout(width="360px", height="240px"),
+        )
+        figure.add_class("cnnw-predictions")
+        return bars, figure
+
+    def _update_chart(self) -> None:
+        rows = self.predictions
+        target = self._resolved_target()
+        seen: dict[str, int] = {}
+        names = []
+        for row in rows:  # ordinal scales need distinct names; repeated labels get their class index
+            label = row["label"]
+            seen[label] = seen.get(label, 0) + 1
+            names.append(label if seen[label] == 1 else f"{label} [{row['index']}]")
+        with self._bars.hold_sync():
+            self._bars.x = names
+            self._bars.y = [row["probability"] for row in rows]
+            self._bars.colors = [_BAR_TARGET if row["index"] == target else _BAR for row in rows]
+        self._figure.layout.height = f"{80 + 34 * len(rows)}px"
+
+    def _bar_clicked(self, bars: Bars, event: dict[str, Any]) -> None:
+        """bqplot ``element_click``: the clicked bar's data carries its index in the top-k list."""
+        data = event.get("data") or {}
+        index = data.get("index")
+        if isinstance(index, int) and 0 <= index < len(self.predictions):
+            self.target = self.predictions[index]["index"]
+
+    # -- validation -------------------------------------------------------------------------------
+
+    @t.validate("method")
+    def _check_method(self, proposal: t.Bunch) -> str:
+        name = proposal["value"]
+        if name not in METHODS:
+            err = unknown_name_error("method", name, METHODS)
+            raise WidgetValueError(f"{err}; available methods: {', '.join(METHODS)}")
+        return name
+
+    @t.validate("target")
+    def _check_target(self, proposal: t.Bunch) -> int | None:
+        value = proposal["value"]
+        classes = len(self.labels)
+        if isinstance(value, bool):
+            raise WidgetValueError(f"target must be a class index (int) or None, got {value!r}")
+        if value is not None and not 0 <= value < classes:
+            raise WidgetValueError(
+                f"target {value} is out of range: the model has {classes} classes (0‥{classes - 1}); "
+                "pass a valid class index, or None for the top prediction"
+            )
+        return value
+
+    @t.validate("layer")
+    def _check_layer(self, proposal: t.Bunch) -> str | None:
+        value = proposal["value"]
+        if value is None:
+            return None
+        try:
+            check_layer_names(self._model, [value])
+        except ValueError as err:
+            raise WidgetValueError(str(err)) from None
+        return value
+
+    @t.validate("options")
+    def _check_options(self, proposal: t.Bunch) -> dict[str, Any]:
+        value = dict(proposal["value"])
+        for name, v in value.items():
+            if not isinstance(name, str):
+                raise WidgetValueError(f"option names must be strings, got {name!r}")
+            _check_json_option(name, v)
+        return value
+
+    @t.validate("opacity")
+    def _check_opacity(self, proposal: t.Bunch) -> float:
+        value = proposal["value"]
+        if not 0.0 <= value <= 1.0:
+            raise WidgetValueError(f"opacity must be between 0 and 1, got {value!r}")
+        return value
+
+    @t.validate("clip_percentile")
+    def _check_clip(self, proposal: t.Bunch) -> float:
+        value = proposal["value"]
+        if not 50.0 <= value <= 100.0:
+            raise WidgetValueError(
+                f"clip_percentile must be between 50 and 100 (100: no clipping), got {value!r}"
+            )
+        return value
+
+    @t.validate("colormap")
+    def _check_colormap(self, proposal: t.Bunch) -> str:
+        return check_colormap(proposal["value"])
+
+    @t.validate("sign")
+    def _check_sign(self, proposal: t.Bunch) -> str:
+        return check_choice("sign", proposal["value"], SIGNS)
+
+    # -- requests ---------------------------------------------------------------------------------
+
+    @t.observe("method")
+    def _method_changed(self, change: t.Bunch) -> None:
+        with self._silenced():
+            self.options = self._options_by_method.get(change["new"], {})
+        self._request()
+
+    @t.observe("options")
+    def _options_changed(self, change: t.Bunch) -> None:
+        self._options_by_method[self.method] = dict(change["new"])
+        self._request()
+
+    @t.observe("target", "layer")
+    def _target_changed(self, change: t.Bunch) -> None:
+        if change["name"] == "target":
+            self._update_chart()
+        self._request()
+
+    @contextmanager
+    def _silenced(self) -> Iterator[None]:
+        quiet, self._quiet = self._quiet, True
+        try:
+            yield
+        finally:
+            self._quiet = quiet
+
+    def _resolved_target(self) -> int:
+        return self._top if self.target is None else self.target
+
+    def _resolved_layer(self) -> str | None:
+        if not METHODS[self.method].needs_layer:
+            return None
+        return self.layer if self.layer is not None else self._auto_layer
+
+    def _request(self) -> None:
+        """Show the result for the current traits: from the cache at once, else from a new worker job
+        (any job still running is cancelled first)."""
+        if self._quiet:
+            return
+        layer = self._resolved_layer()
+        key = (self._image_version, self.method, self._resolved_target(), layer, _freeze(self.options))
+        with self._lock:
+            if self._job is not None and self._job.key == key:
+                return
+            self._cancel_job()
+            cached = self._cache.get(key)
+            if cached is not None:
+                self._cache.move_to_end(key)
+                self._show(*cached)
+                self.set_trait("progress", 1.0)
+                self.set_trait("busy", False)
+                return
+            job = _Job(key, self.method, self.target, layer, dict(self.options))
+            self._job = job
+            self.set_trait("error", "")
+            self.set_trait("progress", 0.0)
+            self.set_trait("busy", True)
+            self._canvas._notice = ""
+            thread = threading.Thread(target=self._work, args=(job,), name="cnn_widgets-attribution", daemon=True)
+            self._threads = [th for th in self._threads if th.is_alive()] + [thread]
+        thread.start()
+
+    def _cancel_job(self) -> bool:
+        job, self._job = self._job, None
+        if job is None:
+            return False
+        job.cancel.set()
+        return True
+
+    def cancel(self) -> None:
+        """Stop the computation in progress (if any); the last result stays on screen."""
+        with self._lock:
+            if not self._cancel_job():
+                return
+            self.set_trait("busy", False)
+            self.set_trait("progress", 0.0)
+            shown = f"; showing {self._shown.method}" if self._shown is not None else ""
+            self._canvas._notice = f"cancelled{shown}"
+
+    def run(self) -> None:
+        """Compute (or fetch from the cache) the result for the current traits, e.g. after a cancel."""
+        self._request()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until no computation of this view is running; ``False`` if ``timeout`` passed first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            threads = list(self._threads)
+        for thread in threads:
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        return not any(th.is_alive() for th in threads)
+
+    @property
+    def result(self) -> Attribution | None:
+        """The attribution on screen (``None`` before the first one arrives)."""
+        return self._shown
+
+    # -- the worker -------------------------------------------------------------------------------
+
+    def _work(self, job: _Job) -> None:
+        with model_lock(self._model):
+            if job.cancel.is_set():
+                return
+            try:
+                result = attribute(
+                    self._model, self._input, job.method, job.target, job.layer,
+                    progress=lambda fraction: self._report(job, fraction), **job.options,
+                )
+            except Cancelled:
+                return
+            except Exception as err:  # a thread cannot raise to the user: the view shows the message
+                self._fail(job, error_text(err))
+                return
+        payload = self._payload(result)
+        with self._lock:
+            self._cache[job.key] = (result, payload)
+            while len(self._cache) > CACHE_SIZE:
+                self._cache.popitem(last=False)
+            if self._job is not job:
+                return
+            self._job = None
+            self._show(result, payload)
+            self.set_trait("progress", 1.0)
+            self.set_trait("busy", False)
+
+    def _report(self, job: _Job, fraction: float) -> None:
+        """``attribute``'s progress callback: stop a cancelled job, publish progress now and then."""
+        if job.cancel.is_set():
+            raise Cancelled()
+        now = time.monotonic()
+        if fraction < 1.0 and now - job.last_report < PROGRESS_INTERVAL:
+            return
+        job.last_report = now
+        with self._lock:
+            if self._job is job:
+                self.set_trait("progress", float(fraction))
+
+    def _fail(self, job: _Job, message: str) -> None:
+        with self._lock:
+            if self._job is not job:
+                return
+            self._job = None
+            self.set_trait("error", f"{job.method} failed: {message}")
+            self.set_trait("progress", 0.0)
+            self.set_trait("busy", False)
+
+    def _payload(self, result: Attribution) -> dict[str, Any]:
+        target = int(result.target)
+        # float16 keeps ~3 significant digits but flushes magnitudes below 6e-8 (small gradients) to
+        # zero: the map travels divided by its peak magnitude, and the browser multiplies it back.
+        peak = float(result.map.abs().max()) if result.map.numel() else 0.0
+        return {
+            "map": wire.encode((result.map / (peak if peak > 0 else 1.0))[None], "float16"),
+            "peak": peak,
+            "method": result.method,
+            "target": target,
+            "target_label": self.labels[target],
+            "probability": float(self._probs[target]),
+            "top_prediction": target == self._top,
+            "layer": result.layer,
+        }
+
+    def _show(self, result: Attribution, payload: dict[str, Any]) -> None:
+        self._shown = result
+        self.set_trait("error", "")
+        self._canvas._notice = ""
+        self._canvas._result = payload
+
+    def _handle_msg(self, widget: Any, content: Any, buffers: Sequence[Any]) -> None:
+        """Buttons in the browser: ``{"type": "cancel"}`` and ``{"type": "run"}``."""
+        kind = content.get("type") if isinstance(content, dict) else None
+        actions: dict[str, Callable[[], None]] = {"cancel": self.cancel, "run": self.run}
+        if kind in actions:
+            actions[kind]()

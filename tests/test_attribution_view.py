@@ -1,0 +1,418 @@
+"""AttributionView and compare(): traits, recomputation, the cache, progress and cancel through the
+worker thread, errors shown as text, and bad arguments refused clearly."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+from bqplot import Figure
+from torch import nn
+
+import cnn_widgets
+from cnn_widgets import METHODS, AttributionView, attribute, compare, wire
+from cnn_widgets.widgets.attribution_view import TOP_K
+from cnn_widgets.zoo.resnet import resnet18_like
+
+HOOK_DICTS = (
+    "_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks",
+    "_forward_hooks_with_kwargs", "_forward_hooks_always_called", "_forward_pre_hooks_with_kwargs",
+)  # fmt: skip
+
+
+@pytest.fixture(autouse=True, scope="module")
+def single_thread():
+    """One intra-op thread: the models are tiny and a second, busy core only slows them down."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class TinyCNN(nn.Module):
+    """conv → ReLU → conv → ReLU → global average pool → linear: every method applies, CAM included."""
+
+    def __init__(self, classes: int = 7, delay: float = 0.0) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU()
+        )
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(8, classes)
+        self.delay = delay
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.delay:
+            time.sleep(self.delay)  # stands in for a big model: makes every forward pass take a while
+        return self.fc(self.pool(self.features(x)).flatten(1))
+
+
+def tiny(classes: int = 7, delay: float = 0.0) -> TinyCNN:
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return TinyCNN(classes, delay).eval()
+
+
+def image(seed: int = 0, size: int = 24) -> torch.Tensor:
+    return torch.rand(3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {**{f"p:{n}": p.detach().clone() for n, p in model.named_parameters()},
+            **{f"b:{n}": b.detach().clone() for n, b in model.named_buffers()}}  # fmt: skip
+
+
+def assert_untouched(model: nn.Module, before: dict[str, torch.Tensor]) -> None:
+    for name, m in model.named_modules():
+        for attr in HOOK_DICTS:
+            assert not getattr(m, attr, None), f"{attr} left on {name or 'model'}"
+    after = snapshot(model)
+    assert after.keys() == before.keys()
+    for k, v in before.items():
+        assert torch.equal(after[k], v), f"{k} changed"
+    assert not any(p.grad is not None for p in model.parameters())
+
+
+def shown_map(view: AttributionView) -> np.ndarray:
+    """The map as the browser receives it: the float16 wire payload times the peak."""
+    payload = view._canvas._result
+    return wire.decode(payload["map"])[0] * payload["peak"]
+
+
+def ready(view: AttributionView) -> AttributionView:
+    assert view.wait(30), "the worker did not finish"
+    return view
+
+
+# --- traits and the first result -------------------------------------------------------------------
+
+
+def test_defaults_traits_and_layout():
+    model = tiny()
+    view = ready(AttributionView(model, image()))
+    assert (view.method, view.target, view.layer, view.options) == ("grad_cam", None, None, {})
+    assert (view.opacity, view.colormap, view.sign, view.clip_percentile) == (0.5, "inferno", "positive", 99.0)
+    assert view.labels == [f"class {i}" for i in range(7)]
+    assert len(view.predictions) == TOP_K
+    probs = [p["probability"] for p in view.predictions]
+    assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
+    assert (view.busy, view.progress, view.error) == (False, 1.0, "")
+    assert any(isinstance(c, Figure) for c in view.children)
+    canvas = view._canvas
+    for name in ("method", "target", "layer", "options", "opacity", "colormap", "sign", "clip_percentile",
+                 "progress", "busy", "error"):
+        assert getattr(canvas, name) == getattr(view, name), name
+    assert [m["name"] for m in canvas._methods] == list(METHODS)
+    # the top prediction is explained, at input resolution, and travels as float16 within its precision
+    res = view.result
+    assert res.method == "grad_cam" and res.target == view.predictions[0]["index"] and res.layer == "features"
+    assert res.map.shape == (24, 24)
+    direct = attribute(model, image(), "grad_cam")
+    assert torch.equal(res.map, direct.map)
+    assert np.abs(shown_map(view) - res.map.numpy()).max() <= 1e-3 * float(res.map.abs().max())
+    assert view._canvas._result["map"]["dtype"] == "float16"
+
+
+def test_display_traits_change_nothing_in_the_kernel():
+    view = ready(AttributionView(tiny(), image()))
+    payload = view._canvas._result
+    view.opacity, view.colormap, view.sign, view.clip_percentile = 0.9, "RdBu_r", "all", 95.0
+    assert not view.busy and view._canvas._result is payload
+    assert (view._canvas.opacity, view._canvas.sign) == (0.9, "all")
+    # browser-side moves of these traits are not echoed back to the page
+    for name in ("opacity", "colormap", "sign", "clip_percentile"):
+        assert view._canvas.trait_metadata(name, "echo_update") is False
+
+
+def test_few_classes_give_fewer_bars_and_labels_are_used():
+    view = ready(AttributionView(tiny(classes=3), image(), labels=["cat", "dog", "<b>cow</b>"]))
+    assert len(view.predictions) == 3
+    assert sorted(view._bars.x) == sorted(["cat", "dog", "<b>cow</b>"])
+    assert view._canvas._result["target_label"] == view.labels[view.result.target]
+
+
+# --- recomputation and the cache ----------------------------------------------------------------------
+
+
+def test_method_target_layer_and_options_changes_recompute():
+    model = tiny()
+    view = ready(AttributionView(model, image()))
+    view.method = "saliency"
+    ready(view)
+    assert view.result.method == "saliency"
+    assert torch.equal(view.result.map, attribute(model, image(), "saliency").map)
+    view.target = 2
+    ready(view)
+    assert view.result.target == 2 and not view.result.top_prediction
+    view.method = "integrated_gradients"
+    view.options = {"n_steps": 5}
+    ready(view)
+    assert view.result.options["n_steps"] == 5
+    assert torch.allclose(view.result.map, attribute(model, image(), "integrated_gradients", 2, n_steps=5).map,
+                          atol=1e-6)
+    view.method = "grad_cam"
+    view.layer = "features.1"
+    ready(view)
+    assert view.result.layer == "features.1"
+    assert view._canvas._result["layer"] == "features.1"
+
+
+def test_switching_back_is_a_cache_hit():
+    view = ready(AttributionView(tiny(), image()))
+    first = view.result
+    view.method = "saliency"
+    ready(view)
+    started = threading.active_count()
+    view.method = "grad_cam"
+    assert not view.busy, "a cached result must not start a computation"
+    assert view.result is first and threading.active_count() == started
+    # the top prediction and the same class given explicitly are one cache entry
+    view.target = first.target
+    assert not view.busy and view.result is first
+
+
+def test_options_are_remembered_per_method():
+    view = ready(AttributionView(tiny(), image(), method="integrated_gradients", options={"n_steps": 4}))
+    view.method = "saliency"
+    assert view.options == {}
+    ready(view)
+    view.method = "integrated_gradients"
+    assert view.options == {"n_steps": 4} and not view.busy  # restored, and cached
+
+
+def test_bar_click_sets_target_and_highlights_it():
+    view = ready(AttributionView(tiny(), image()))
+    second = view.predictions[1]["index"]
+    view._bar_clicked(view._bars, {"event": "element_click", "data": {"index": 1}})
+    assert view.target == second
+    ready(view)
+    assert view.result.target == second
+    colors = view._bars.colors
+    assert colors[1] != colors[0] and len(set(colors)) == 2
+    view._bar_clicked(view._bars, {"event": "element_click", "data": {}})  # no index: ignored
+    assert view.target == second
+
+
+def test_set_image_recomputes():
+    view = ready(AttributionView(tiny(), image(0)))
+    first = view.result
+    view.set_image(image(1))
+    ready(view)
+    assert view.result is not first
+    assert not torch.equal(view.result.map, first.map)
+
+
+# --- progress and cancel -------------------------------------------------------------------------------
+
+
+SLOW_OPTIONS = {"sliding_window_shapes": 3, "strides": 1, "perturbations_per_eval": 4}
+
+
+def test_progress_reaches_one_in_steps():
+    view = ready(AttributionView(tiny(), image(size=16)))
+    seen: list[float] = []
+    view.observe(lambda change: seen.append(change["new"]), "progress")
+    view.method = "occlusion"
+    view.options = {"sliding_window_shapes": 3, "strides": 2}
+    ready(view)
+    assert view.progress == 1.0 and seen[-1] == 1.0
+    assert view.error == "" and view.result.method == "occlusion"
+
+
+def test_cancel_stops_within_a_second_and_leaves_model_and_view_usable():
+    model = tiny(delay=0.02)
+    view = ready(AttributionView(model, image()))
+    before = snapshot(model)
+    view.method = "occlusion"
+    view.options = dict(SLOW_OPTIONS)
+    deadline = time.monotonic() + 10
+    while view.progress <= 0.0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert view.busy and 0.0 < view.progress < 0.5
+    worker = view._threads[-1]
+    clicked = time.monotonic()
+    view._handle_msg(view._canvas, {"type": "cancel"}, [])  # what the cancel button sends
+    assert not view.busy and view.progress == 0.0
+    worker.join(5)
+    assert not worker.is_alive() and time.monotonic() - clicked < 1.0
+    assert view.result.method == "grad_cam"  # the previous picture stays
+    assert view._canvas._notice.startswith("cancelled")
+    assert_untouched(model, before)
+    # the view still works: a new request computes, and "run" repeats the cancelled one
+    view.method = "saliency"
+    ready(view)
+    assert view.result.method == "saliency" and view.error == ""
+    assert_untouched(model, before)
+
+
+def test_a_new_request_cancels_the_running_one():
+    model = tiny(delay=0.02)
+    view = ready(AttributionView(model, image()))
+    before = snapshot(model)
+    view.method = "occlusion"
+    view.options = dict(SLOW_OPTIONS)
+    time.sleep(0.2)
+    slow = view._threads[-1]
+    t0 = time.monotonic()
+    view.method = "saliency"
+    ready(view)
+    assert time.monotonic() - t0 < 2.0
+    assert not slow.is_alive()
+    assert view.result.method == "saliency" and not view.busy
+    assert_untouched(model, before)
+
+
+def test_run_after_cancel_computes_the_cancelled_request():
+    view = ready(AttributionView(tiny(delay=0.01), image(size=16)))
+    view.method = "occlusion"
+    view.options = {"sliding_window_shapes": 3, "strides": 2}
+    view.cancel()
+    assert not view.busy
+    view._handle_msg(view._canvas, {"type": "run"}, [])
+    ready(view)
+    assert view.result.method == "occlusion" and view._canvas._notice == ""
+
+
+# --- errors shown as text, bad arguments raised ----------------------------------------------------------
+
+
+def test_bad_options_are_shown_as_error_text_and_not_painted():
+    view = ready(AttributionView(tiny(), image()))
+    payload = view._canvas._result
+    view.method = "integrated_gradients"
+    view.options = {"n_steps": -1}
+    ready(view)
+    assert "n_steps" in view.error and view._canvas.error == view.error
+    assert view._canvas._result is payload and view.result.method == "grad_cam"
+    assert not view.busy
+    view.options = {"n_steps": 4}
+    ready(view)
+    assert view.error == "" and view.result.method == "integrated_gradients"
+    view.options = {"no_such_option": 1}
+    ready(view)
+    assert "no_such_option" in view.error
+
+
+class SqrtNet(nn.Module):
+    """Finite scores, NaN gradients: ``where`` passes a zero gradient into the unused ``sqrt`` branch,
+    whose backward divides it by ``sqrt`` of a non-positive value."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.conv(x)
+        return self.fc(torch.where(f > 0, torch.sqrt(f), torch.zeros_like(f)).mean((2, 3)))
+
+
+def test_nan_results_are_reported_not_painted():
+    view = ready(AttributionView(SqrtNet(), image(), method="saliency"))
+    assert "NaN" in view.error and view.result is None
+    assert view._canvas._result == {}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"method": "gradcam"}, ValueError, "available methods: saliency"),
+        ({"target": 7}, ValueError, r"target 7 is out of range.*7 classes"),
+        ({"target": True}, ValueError, "class index"),
+        ({"labels": ["a", "b"]}, ValueError, "2 labels but the model has 7 classes"),
+        ({"labels": "abc"}, TypeError, "list of class names"),
+        ({"layer": "features.9"}, ValueError, "unknown layer 'features.9'"),
+        ({"sign": "both"}, ValueError, "sign"),
+        ({"opacity": 2.0}, ValueError, "opacity must be between 0 and 1"),
+        ({"clip_percentile": 10.0}, ValueError, "between 50 and 100"),
+        ({"colormap": "jet"}, ValueError, "colormap"),
+        ({"options": {"baselines": torch.zeros(3)}}, ValueError, "call cnn_widgets.attribute"),
+        ({"mean": [0.5, 0.5]}, ValueError, "mean has 2 values"),
+    ],
+)
+def test_bad_constructor_arguments(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        AttributionView(tiny(), image(), **kwargs)
+
+
+def test_bad_model_and_image():
+    with pytest.raises(TypeError, match="torch.nn.Module"):
+        AttributionView(lambda x: x, image())
+    with pytest.raises(ValueError, match="expects 3 input channels"):
+        AttributionView(tiny(), torch.rand(1, 24, 24))
+    with pytest.raises(ValueError, match="one image"):
+        AttributionView(tiny(), torch.rand(2, 3, 24, 24))
+
+
+def test_bad_trait_values_after_construction():
+    view = ready(AttributionView(tiny(), image()))
+    with pytest.raises(ValueError, match="available methods"):
+        view.method = "nope"
+    with pytest.raises(ValueError, match="out of range"):
+        view.target = -1
+    assert view.method == "grad_cam" and view.target is None
+
+
+def test_resnet_shaped_model_at_64():
+    model = resnet18_like(num_classes=10).eval()
+    view = ready(AttributionView(model, image(size=64)))
+    assert view.result.layer == "layer4" and view.result.map.shape == (64, 64)
+    assert view._canvas._auto_layer == "layer4" and "conv1" in view._canvas._layers
+
+
+# --- compare -------------------------------------------------------------------------------------------
+
+
+def test_compare_grid_shapes_labels_and_data():
+    model = tiny()
+    imgs = [image(0), image(1), image(2)]
+    grid = compare(model, imgs, ["grad_cam", "saliency"], labels=[f"c{i}" for i in range(7)], targets=[None, 3, None])
+    assert grid.methods == ["grad_cam", "saliency"] and grid.errors == ["", ""]
+    assert grid._maps["shape"] == [2, 3, 24, 24] and grid._maps["dtype"] == "float16"
+    assert grid._images["shape"] == [3, 24, 24, 3]
+    assert grid.row_labels == ["grad_cam · features", "saliency"]
+    assert len(grid.column_labels) == 3 and "c3" in grid.column_labels[1]
+    assert grid.targets[1] == 3 and grid.scale == "shared"
+    maps = wire.decode(grid._maps) * np.asarray(grid._peaks)[:, :, None, None]
+    for m, method in enumerate(grid.methods):
+        for i, img in enumerate(imgs):
+            ref = attribute(model, img, method, grid.targets[i]).map.numpy()
+            assert np.abs(maps[m, i] - ref).max() <= 2e-3 * np.abs(ref).max() + 1e-12
+    for mode in ("per-panel", "per-method", "shared"):
+        grid.scale = mode
+    with pytest.raises(ValueError):
+        grid.scale = "global"
+
+
+def test_compare_shows_a_failing_method_in_its_row():
+    flat = nn.Sequential(nn.Flatten(), nn.Linear(3 * 24 * 24, 4)).eval()
+    grid = compare(flat, torch.stack([image(0), image(1)]), ["saliency", "grad_cam"])
+    assert grid.errors[0] == "" and "grad_cam failed" in grid.errors[1]
+    assert grid.results[1] is None and grid.results[0].map.shape == (2, 24, 24)
+    assert grid._peaks[1] == [0.0, 0.0]
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "error", "match"),
+    [
+        (([image(0), image(1, size=16)], ["saliency"]), {}, ValueError, "images of one size"),
+        (([image(0)], ["nope"]), {}, ValueError, "available methods"),
+        (([image(0)], []), {}, ValueError, "methods is empty"),
+        (([], ["saliency"]), {}, ValueError, "images is empty"),
+        (([image(0), image(1)], ["saliency"]), {"targets": [1]}, ValueError, "1 targets for 2 images"),
+        (([image(0)], ["saliency"]), {"targets": 9}, ValueError, "out of range"),
+        (([image(0)], ["saliency"]), {"scale": "global"}, ValueError, "scale"),
+        (([image(0)], ["saliency"]), {"layer": "nope"}, ValueError, "unknown layer"),
+        (([image(0)], ["saliency"]), {"options": {"occlusion": {}}}, ValueError, "not among the methods"),
+    ],
+)
+def test_compare_bad_arguments(args, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        compare(tiny(), *args, **kwargs)
+
+
+def test_public_exports():
+    assert cnn_widgets.AttributionView is AttributionView and cnn_widgets.compare is compare
