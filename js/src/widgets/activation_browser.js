@@ -223,18 +223,19 @@ function renderBrowser(model, el, store) {
   }
 
   scope.listen(slider, "input", () => showIndex(Number(slider.value)));
-  /** The grid on screen belongs to the current layer (not a stale one while a lazy layer loads). */
-  const live = () => shown !== null && shown.layer.name === current;
+  /** What the grid shows, if it is the current layer (not a stale one while a lazy layer loads). */
+  const live = () => (shown?.layer.name === current ? shown : null);
 
   scope.listen(grid, "mousemove", (/** @type {MouseEvent} */ e) => {
-    if (!shown || !live()) return;
+    const s = live();
+    if (!s) return;
     const r = grid.getBoundingClientRect();
-    const hit = hitTest(shown.L, e.clientX - r.left, e.clientY - r.top);
+    const hit = hitTest(s.L, e.clientX - r.left, e.clientY - r.top);
     if (!hit) {
       tooltip.hidden = true;
       return;
     }
-    const { layer, order } = shown;
+    const { layer, order } = s;
     const [, tileH, tileW] = layer.meta.shape;
     const ch = order[hit.slot];
     const v = layer.values[ch * tileH * tileW + hit.row * tileW + hit.col];
@@ -248,11 +249,12 @@ function renderBrowser(model, el, store) {
     tooltip.hidden = true;
   });
   scope.listen(grid, "click", (/** @type {MouseEvent} */ e) => {
-    if (!shown || !live()) return;
+    const s = live();
+    if (!s) return;
     const r = grid.getBoundingClientRect();
-    const hit = hitTest(shown.L, e.clientX - r.left, e.clientY - r.top);
+    const hit = hitTest(s.L, e.clientX - r.left, e.clientY - r.top);
     if (!hit) return;
-    const ch = shown.order[hit.slot];
+    const ch = s.order[hit.slot];
     model.set("channel", model.get("channel") === ch ? -1 : ch);
     model.save_changes();
   });

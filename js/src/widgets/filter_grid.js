@@ -171,15 +171,19 @@ function renderFilterGrid(model, el) {
     detailCaption.textContent = `filter ${sel}: its ${I} input channel${I === 1 ? "" : "s"} · min ${fmt(a)} · max ${fmt(b)}`;
   }
 
+  /** What the grid shows, if it is the current layer (not the previous one while weights load). */
+  const live = () => (shown && weights?.layer === model.get("layer") ? shown : null);
+
   scope.listen(grid, "mousemove", (/** @type {MouseEvent} */ e) => {
-    if (!shown) return;
+    const s = live();
+    if (!s) return;
     const r = grid.getBoundingClientRect();
-    const hit = hitTest(shown.L, e.clientX - r.left, e.clientY - r.top);
+    const hit = hitTest(s.L, e.clientX - r.left, e.clientY - r.top);
     if (!hit) {
       tooltip.hidden = true;
       return;
     }
-    const { tiles, L } = shown;
+    const { tiles, L } = s;
     const size = L.tileH * L.tileW;
     const p = hit.row * L.tileW + hit.col;
     const o = hit.slot;
@@ -193,9 +197,10 @@ function renderFilterGrid(model, el) {
     tooltip.hidden = true;
   });
   scope.listen(grid, "click", (/** @type {MouseEvent} */ e) => {
-    if (!shown) return;
+    const s = live();
+    if (!s) return;
     const r = grid.getBoundingClientRect();
-    const hit = hitTest(shown.L, e.clientX - r.left, e.clientY - r.top);
+    const hit = hitTest(s.L, e.clientX - r.left, e.clientY - r.top);
     if (!hit) return;
     model.set("selected", model.get("selected") === hit.slot ? -1 : hit.slot);
     model.save_changes();
