@@ -287,8 +287,12 @@ class AttributionView(W.HBox):
         x = OrdinalScale(reverse=True)
         y = LinearScale(min=0.0, max=1.0)
         bars = Bars(
-            x=[], y=[], scales={"x": x, "y": y}, orientation="horizontal", color_mode="element",
+            x=[], y=[], scales={"x": x, "y": y}, orientation="horizontal", color_mode="group",
             label_display=True, label_display_format=".1%", padding=0.25,
+            # labels just past the bar end (text-anchor is "end"), in the theme's text colour, and
+            # transparent to clicks so a click on a label still lands on its bar
+            label_display_vertical_offset=42.0,
+            label_font_style={"fill": "var(--jp-ui-font-color1, #222)", "pointer-events": "none", "font-size": "11px"},
         )
         bars.on_element_click(self._bar_clicked)
         figure = Figure(
