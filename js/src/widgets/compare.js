@@ -15,6 +15,7 @@ const SAVE_DELAY_MS = 250;
 const COMPARE_CSS = `
 .cnnw-compare-grid {
   display: grid;
+  justify-content: start;
   gap: 6px 8px;
   align-items: start;
   overflow-x: auto;
@@ -149,7 +150,7 @@ function renderCompare(model, el) {
     const rows = model.get("row_labels") ?? [];
     const cols = model.get("column_labels") ?? [];
     const errors = model.get("errors") ?? [];
-    grid.style.gridTemplateColumns = `auto repeat(${cols.length}, max-content)`;
+    grid.style.gridTemplateColumns = `max-content repeat(${cols.length}, max-content)`;
     const cells = [h("div")];
     for (const label of cols) cells.push(h("div", { className: "cnnw-col-label", text: label }));
     panels = [];
