@@ -245,6 +245,8 @@ class AttributionView(W.HBox):
 
     def set_image(self, image: Image, mean: Stats = None, std: Stats = None) -> None:
         """Explain another image (same model and labels); ``target`` and the method stay."""
+        with self._lock:  # first let go of the model: the new image's forward pass needs it
+            self._cancel_job()
         self._load_image(image, mean, std, self.labels)
         self._request()
 
@@ -263,7 +265,6 @@ class AttributionView(W.HBox):
         top = torch.topk(p, k)
         if self._image_version:
             with self._lock:
-                self._cancel_job()
                 self._shown = None
                 self._canvas._result = {}
         self._input = batch[0]

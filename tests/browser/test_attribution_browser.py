@@ -26,7 +26,7 @@ image = torch.rand(3, {size}, {size}, generator=torch.Generator().manual_seed(1)
 labels = [{xss!r}, "square", "triangle", "cross", "star"]
 view = cnn_widgets.AttributionView(model, image, labels=labels)
 payload = wire.nbytes(cnn_widgets.wire.encode(torch.zeros(1, {size}, {size}), "float16"))
-display(W.VBox([view, mirror(view, "target", "target"), mirror(view, "opacity", "opacity"),
+display(W.VBox([view, mirror(view, "target", "target"), mirror(view, "opacity", "opacity"), mirror(view, "options", "options"),
                 probe("second", view.predictions[1]["index"]), probe("payload", payload)]))
 """
 
@@ -120,6 +120,31 @@ def test_clicking_a_prediction_bar_sets_target_and_repaints(page: Page, open_voi
     wait_count(page, AV, "resultCount", results)
     expect(page.locator(f"{AV} .cnnw-result-caption")).to_contain_text(f"(class {second}, p =")
     assert pixels(page, f"{AV} canvas.cnnw-overlay") != before
+    assert_painted(page, f"{AV} canvas.cnnw-overlay")
+
+
+def test_option_controls_follow_the_schema_and_errors_show_as_text(
+    page: Page, open_voila: Callable[..., Page]
+) -> None:
+    open_voila([VIEW.format(size=64, xss="circle")], ready=f"{AV}[data-paint-count]")
+    page.select_option(f"{AV} select.cnnw-method", "integrated_gradients")
+    steps = page.locator(f'{AV} input.cnnw-option[data-option="n_steps"]')
+    expect(steps).to_have_value("50")
+    assert steps.get_attribute("min") == "1" and steps.get_attribute("max") == "2000"
+    expect(page.locator(f'{AV} select.cnnw-option[data-option="method"]')).to_have_value("gausslegendre")
+    expect(page.locator(f"{AV} .cnnw-result-caption")).to_contain_text("integrated_gradients", timeout=15_000)
+    results = int(data(page, AV)["resultCount"])
+    before = pixels(page, f"{AV} canvas.cnnw-overlay")
+    steps.fill("0")
+    steps.press("Tab")
+    expect(page.locator(f"{AV} .cnnw-error")).to_contain_text("n_steps=0")
+    after = pixels(page, f"{AV} canvas.cnnw-overlay")
+    assert after != before and int(data(page, AV)["resultCount"]) == results  # the plain image, no heat
+    steps.fill("4")
+    steps.press("Tab")
+    expect(page.locator(".probe-options")).to_have_text("{'n_steps': 4}")
+    wait_count(page, AV, "resultCount", results)
+    expect(page.locator(f"{AV} .cnnw-error")).to_have_text("")
     assert_painted(page, f"{AV} canvas.cnnw-overlay")
 
 
