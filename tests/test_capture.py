@@ -194,6 +194,24 @@ def test_in_place_architectures_really_overwrite_outputs(arch: str, rewritten: l
         assert torch.equal(got[n], want[n]), n
 
 
+@pytest.mark.parametrize(
+    "activation",
+    [nn.ReLU(True), nn.ReLU6(True), nn.LeakyReLU(0.2, True), nn.ELU(inplace=True), nn.CELU(inplace=True),
+     nn.SELU(True), nn.SiLU(True), nn.Hardswish(True), nn.Hardsigmoid(True), nn.Mish(True),
+     nn.Hardtanh(-0.1, 0.1, True), nn.Threshold(0.1, 20.0, True), nn.RReLU(inplace=True),
+     nn.Dropout(0.5, True), nn.Dropout2d(0.5, True), nn.AlphaDropout(0.5, True)],
+    ids=lambda m: type(m).__name__,
+)
+def test_every_in_place_activation_module_leaves_the_conv_output_intact(activation: nn.Module) -> None:
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), activation).train()
+    x = torch.randn(1, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    got = run(model, x)
+    want = reference(model, x)
+    assert list(got) == ["0", "1"]
+    assert torch.equal(got["0"], want["0"]) and torch.equal(got["1"], want["1"])
+    assert not torch.equal(got["0"], got["1"])
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="capture.py keeps references to outputs that nothing wrote to during the context; an in-place "
