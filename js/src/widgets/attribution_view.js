@@ -192,6 +192,7 @@ function renderView(model, el) {
     }, SAVE_DELAY_MS);
   }
 
+  /** Decode the input image (exact RGB bytes) and size the canvas: longer side DISPLAY_SIDE px. */
   function loadImage() {
     const msg = model.get("_image");
     if (!msg?.shape) {
@@ -208,6 +209,7 @@ function renderView(model, el) {
     canvas.style.imageRendering = s >= 2 ? "pixelated" : "auto";
   }
 
+  /** Decode the latest result: float16 map times its peak, in the method's own units. */
   function loadResult() {
     const r = model.get("_result");
     if (!r?.map) {
@@ -223,7 +225,7 @@ function renderView(model, el) {
     root.dataset.resultCount = String(Number(root.dataset.resultCount ?? 0) + 1);
   }
 
-  /** @param {string} s */
+  /** Ascending magnitudes of the result under sign s (cached per sign). @param {string} s */
   function sorted(s) {
     if (!result) return new Float32Array(0);
     let a = result.sorted.get(s);
@@ -265,6 +267,7 @@ function renderView(model, el) {
     caption.textContent = parts.join(" · ");
   }
 
+  /** Put the display traits into their controls. */
   function syncDisplayControls() {
     sign.select.value = model.get("sign");
     cmap.select.value = model.get("colormap");
@@ -273,6 +276,7 @@ function renderView(model, el) {
     clipValue.textContent = `${Number(model.get("clip_percentile"))}%`;
   }
 
+  /** Progress bar, cancel button, notice and error text from the traits. */
   function syncStatus() {
     const busy = Boolean(model.get("busy"));
     const p = Number(model.get("progress"));
@@ -284,6 +288,7 @@ function renderView(model, el) {
     error.textContent = model.get("error");
   }
 
+  /** Method picker, description, layer picker visibility and the option controls. */
   function syncMethod() {
     const methods = model.get("_methods") ?? [];
     if (method.select.options.length !== methods.length) {
@@ -297,6 +302,7 @@ function renderView(model, el) {
     syncOptions();
   }
 
+  /** Layer picker: "auto" (the suggested layer), the conv layers and the chosen one. */
   function syncLayer() {
     const auto = model.get("_auto_layer");
     /** @type {Array<[string, string]>} */
@@ -312,6 +318,7 @@ function renderView(model, el) {
   let optionScope = new Scope();
   scope.add(() => optionScope.dispose());
 
+  /** Option controls from the method's schema: rebuilt when the method changes, else updated in place. */
   function syncOptions() {
     const info = schema();
     const values = model.get("options") ?? {};

@@ -94,6 +94,7 @@ function renderCompare(model, el) {
   let panels = [];
   let saveTimer = 0;
 
+  /** Send local display changes to the kernel once the user pauses (nothing is recomputed there). */
   function saveSoon() {
     clearTimeout(saveTimer);
     saveTimer = window.setTimeout(() => {
@@ -102,6 +103,7 @@ function renderCompare(model, el) {
     }, SAVE_DELAY_MS);
   }
 
+  /** Decode images and the stacked maps (each panel times its peak). */
   function load() {
     const im = model.get("_images");
     const mp = model.get("_maps");
@@ -146,6 +148,7 @@ function renderCompare(model, el) {
     return all;
   }
 
+  /** Grid of labels and one canvas per panel; a failed method gets its message across its row. */
   function build() {
     const rows = model.get("row_labels") ?? [];
     const cols = model.get("column_labels") ?? [];
@@ -210,6 +213,7 @@ function renderCompare(model, el) {
     return out;
   }
 
+  /** Composite every panel with the current scale mode, sign, colormap, clipping and opacity. */
   function paint() {
     if (!maps || !images) return;
     const s = model.get("sign");
@@ -245,6 +249,7 @@ function renderCompare(model, el) {
     markPainted(root, mode, performance.now());
   }
 
+  /** Put the display traits into their controls. */
   function syncControls() {
     scale.select.value = model.get("scale");
     sign.select.value = model.get("sign");
