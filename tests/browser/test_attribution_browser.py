@@ -18,10 +18,27 @@ pytestmark = pytest.mark.browser
 AV = ".cnnw-attribution-view"
 CMP = ".cnnw-compare"
 
-VIEW = """\
-from cnn_widgets.zoo import shapesnet
+# A small CNN with a global-average-pool head (every method applies), defined in the notebook so the
+# tests depend on nothing but the package.
+NET = """\
+from torch import nn
 torch.manual_seed(0)
-model = shapesnet().eval()
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(),
+        )
+        self.fc = nn.Linear(32, 5)
+
+    def forward(self, x):
+        return self.fc(self.features(x).mean((2, 3)))
+"""
+
+VIEW = """\
+model = Net().eval()
 image = torch.rand(3, {size}, {size}, generator=torch.Generator().manual_seed(1))
 labels = [{xss!r}, "square", "triangle", "cross", "star"]
 view = cnn_widgets.AttributionView(model, image, labels=labels)
@@ -32,13 +49,12 @@ display(W.VBox([view, mirror(view, "target", "target"), mirror(view, "opacity", 
 
 SLOW_VIEW = """\
 import time
-from cnn_widgets.zoo import shapesnet
 
 class Slow(torch.nn.Module):
-    \"\"\"ShapesNet that takes 0.2 s per forward pass, standing in for a big model.\"\"\"
+    \"\"\"Net that takes 0.2 s per forward pass, standing in for a big model.\"\"\"
     def __init__(self):
         super().__init__()
-        self.net = shapesnet()
+        self.net = Net()
     def forward(self, x):
         time.sleep(0.2)
         return self.net(x)
@@ -74,7 +90,7 @@ def wait_count(page: Page, root: str, key: str, above: int, timeout_ms: float = 
 
 def test_overlay_paints_and_opacity_needs_no_kernel_round_trip(page: Page, open_voila: Callable[..., Page]) -> None:
     counter = harness.WireCounter(page)
-    open_voila([VIEW.format(size=128, xss=XSS_NAME)], ready=f"{AV}[data-paint-count]")
+    open_voila([NET, VIEW.format(size=128, xss=XSS_NAME)], ready=f"{AV}[data-paint-count]")
     canvas = f"{AV} canvas.cnnw-overlay"
     assert_painted(page, canvas)
     expect(page.locator(f"{AV} .cnnw-result-caption")).to_contain_text("grad_cam")
@@ -108,7 +124,7 @@ def test_overlay_paints_and_opacity_needs_no_kernel_round_trip(page: Page, open_
 
 
 def test_clicking_a_prediction_bar_sets_target_and_repaints(page: Page, open_voila: Callable[..., Page]) -> None:
-    open_voila([VIEW.format(size=64, xss="circle")], ready=f"{AV}[data-paint-count]")
+    open_voila([NET, VIEW.format(size=64, xss="circle")], ready=f"{AV}[data-paint-count]")
     expect(page.locator(".probe-target")).to_have_text("None")
     second = page.inner_text(".probe-second")
     bars = page.locator(".cnnw-predictions rect.bar")
@@ -126,7 +142,7 @@ def test_clicking_a_prediction_bar_sets_target_and_repaints(page: Page, open_voi
 def test_option_controls_follow_the_schema_and_errors_show_as_text(
     page: Page, open_voila: Callable[..., Page]
 ) -> None:
-    open_voila([VIEW.format(size=64, xss="circle")], ready=f"{AV}[data-paint-count]")
+    open_voila([NET, VIEW.format(size=64, xss="circle")], ready=f"{AV}[data-paint-count]")
     page.select_option(f"{AV} select.cnnw-method", "integrated_gradients")
     steps = page.locator(f'{AV} input.cnnw-option[data-option="n_steps"]')
     expect(steps).to_have_value("50")
@@ -149,7 +165,7 @@ def test_option_controls_follow_the_schema_and_errors_show_as_text(
 
 
 def test_cancel_frees_the_kernel_and_the_view_computes_again(page: Page, open_voila: Callable[..., Page]) -> None:
-    open_voila([SLOW_VIEW], ready=f"{AV}[data-paint-count]")
+    open_voila([NET, SLOW_VIEW], ready=f"{AV}[data-paint-count]")
     expect(page.locator(".probe-busy")).to_have_text("False")
     page.select_option(f"{AV} select.cnnw-method", "occlusion")
     expect(page.locator(f"{AV} .cnnw-busy")).to_be_visible()
@@ -180,11 +196,10 @@ def test_compare_grid_paints_every_panel_and_switches_scale_in_the_browser(
 ) -> None:
     counter = harness.WireCounter(page)
     open_voila([
-        "from cnn_widgets.zoo import shapesnet\n"
-        "torch.manual_seed(0)\n"
+        NET,
         "g = torch.Generator().manual_seed(3)\n"
         "imgs = [torch.rand(3, 48, 48, generator=g) for _ in range(3)]\n"
-        'grid = cnn_widgets.compare(shapesnet().eval(), imgs, ["grad_cam", "saliency"], scale="shared")\n'
+        'grid = cnn_widgets.compare(Net().eval(), imgs, ["grad_cam", "saliency"], scale="shared")\n'
         'display(W.VBox([grid, mirror(grid, "scale", "scale")]))',
     ], ready=f"{CMP}[data-paint-count]")
     panels = page.locator(f"{CMP} canvas.cnnw-overlay")
