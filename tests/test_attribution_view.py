@@ -234,7 +234,7 @@ def test_cancel_stops_within_a_second_and_leaves_model_and_view_usable():
     assert view.busy and 0.0 < view.progress < 0.5
     worker = view._threads[-1]
     clicked = time.monotonic()
-    view._handle_msg(view._canvas, {"type": "cancel"}, [])  # what the cancel button sends
+    view._canvas._handle_msg({"content": {"data": {"method": "custom", "content": {"type": "cancel"}}}, "buffers": []})  # what the cancel button sends
     assert not view.busy and view.progress == 0.0
     worker.join(5)
     assert not worker.is_alive() and time.monotonic() - clicked < 1.0
@@ -271,7 +271,7 @@ def test_run_after_cancel_computes_the_cancelled_request():
     view.options = {"sliding_window_shapes": 3, "strides": 2}
     view.cancel()
     assert not view.busy
-    view._handle_msg(view._canvas, {"type": "run"}, [])
+    view._canvas._handle_msg({"content": {"data": {"method": "custom", "content": {"type": "run"}}}, "buffers": []})
     ready(view)
     assert view.result.method == "occlusion" and view._canvas._notice == ""
 

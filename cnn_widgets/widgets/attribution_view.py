@@ -237,7 +237,7 @@ class AttributionView(W.HBox):
             t.link((self, name), (self._canvas, name))
         for name in ("progress", "busy", "error"):
             t.dlink((self, name), (self._canvas, name))
-        self._canvas.on_msg(self._handle_msg)
+        self._canvas.on_msg(self._on_canvas_msg)
         self._quiet = False
         self._request()
 
@@ -565,7 +565,7 @@ class AttributionView(W.HBox):
         self._canvas._notice = ""
         self._canvas._result = payload
 
-    def _handle_msg(self, widget: Any, content: Any, buffers: Sequence[Any]) -> None:
+    def _on_canvas_msg(self, widget: Any, content: Any, buffers: Sequence[Any]) -> None:
         """Buttons in the browser: ``{"type": "cancel"}`` and ``{"type": "run"}``."""
         kind = content.get("type") if isinstance(content, dict) else None
         actions: dict[str, Callable[[], None]] = {"cancel": self.cancel, "run": self.run}
