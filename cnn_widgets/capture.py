@@ -7,6 +7,8 @@ flags, ``requires_grad`` and ``.grad`` as before. Parameters are never written.
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Iterable
 from typing import Any
 
@@ -57,6 +59,21 @@ def _leaf_names(model: nn.Module) -> list[str]:
     return [n for n, m in model.named_modules() if n and not any(True for _ in m.children())] or (
         [""] if not any(True for _ in model.children()) else []
     )
+
+
+_LOCKS: "weakref.WeakKeyDictionary[nn.Module, threading.RLock]" = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def model_lock(model: nn.Module) -> threading.RLock:
+    """The lock held by everything that installs hooks on ``model`` or changes its mode for a moment
+    (capture, layer table, attribution, widgets' worker threads), so two such runs never overlap and
+    one never sees the other's hooks. Re-entrant: nested use in one thread is fine."""
+    with _LOCKS_GUARD:
+        lock = _LOCKS.get(model)
+        if lock is None:
+            lock = _LOCKS[model] = threading.RLock()
+        return lock
 
 
 class ModelState:
@@ -157,7 +174,13 @@ class ActivationCapture:
         return hook
 
     def __enter__(self) -> "ActivationCapture":
-        self._state = ModelState(self.model)
+        self._lock = model_lock(self.model)
+        self._lock.acquire()
+        try:
+            self._state = ModelState(self.model)
+        except BaseException:
+            self._lock.release()
+            raise
         self.activations.clear()
         self.gradients.clear()
         self.outputs.clear()
@@ -183,8 +206,11 @@ class ActivationCapture:
             h.remove()
         self._handles.clear()
         if self._state is not None:
-            self._state.restore()
-            self._state = None
+            try:
+                self._state.restore()
+            finally:
+                self._state = None
+                self._lock.release()
 
     def __exit__(self, exc_type, exc, tb) -> None:
         self._close()

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ._checks import check_model, model_device
-from .capture import ModelState
+from .capture import ModelState, model_lock
 from .images import Image, to_batch
 
 
@@ -48,17 +48,18 @@ def layer_table(model: nn.Module, example: Image | torch.Tensor) -> list[LayerIn
 
         return hook
 
-    state = ModelState(model)
-    handles = []
-    try:
-        for n in wanted:
-            handles.append(modules[n].register_forward_hook(hook_for(n)))
-        with torch.no_grad():
-            model(batch)
-    finally:
-        for h in handles:
-            h.remove()
-        state.restore()
+    with model_lock(model):
+        state = ModelState(model)
+        handles = []
+        try:
+            for n in wanted:
+                handles.append(modules[n].register_forward_hook(hook_for(n)))
+            with torch.no_grad():
+                model(batch)
+        finally:
+            for h in handles:
+                h.remove()
+            state.restore()
     order = [n for n in shapes] + [n for n in wanted if n not in shapes]
     rows = []
     for n in order:
@@ -97,17 +98,18 @@ def spatial_probe(model: nn.Module, batch: torch.Tensor) -> tuple[str | None, to
 
         return hook
 
-    state = ModelState(model)
-    handles = []
-    try:
-        for n, m in modules:
-            handles.append(m.register_forward_hook(hook_for(n)))
-        with torch.no_grad():
-            output = model(batch)
-    finally:
-        for h in handles:
-            h.remove()
-        state.restore()
+    with model_lock(model):
+        state = ModelState(model)
+        handles = []
+        try:
+            for n, m in modules:
+                handles.append(m.register_forward_hook(hook_for(n)))
+            with torch.no_grad():
+                output = model(batch)
+        finally:
+            for h in handles:
+                h.remove()
+            state.restore()
     once = [n for n in spatial if calls[n] == 1]
     return (once[-1] if once else None), output
 

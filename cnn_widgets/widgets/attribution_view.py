@@ -18,7 +18,6 @@ from __future__ import annotations
 import math
 import threading
 import time
-import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from contextlib import contextmanager
@@ -35,6 +34,7 @@ from torch import nn
 from .. import wire
 from .._checks import check_layer_names, check_model, model_device, unknown_name_error
 from ..attribution import METHODS, Attribution, Cancelled, attribute
+from ..capture import model_lock
 from ..cams import check_targets
 from ..images import Image, Stats, prepare
 from ..layers import conv_layers, spatial_probe
@@ -46,20 +46,6 @@ CACHE_SIZE = 32
 PROGRESS_INTERVAL = 0.1  # seconds between progress messages (iopub counts every comm message)
 _BAR = "#5b8db8"
 _BAR_TARGET = "#e8590c"
-
-_LOCKS: weakref.WeakKeyDictionary[nn.Module, threading.RLock] = weakref.WeakKeyDictionary()
-_LOCKS_GUARD = threading.Lock()
-
-
-def model_lock(model: nn.Module) -> threading.RLock:
-    """The lock every widget holds while it runs ``model``: attribution installs hooks and switches the
-    model to eval mode for the duration, so two computations on one model must not overlap."""
-    with _LOCKS_GUARD:
-        lock = _LOCKS.get(model)
-        if lock is None:
-            lock = _LOCKS[model] = threading.RLock()
-        return lock
-
 
 def check_labels(labels: Sequence[str] | None, classes: int) -> list[str]:
     """Class names for ``classes`` outputs: ``labels`` checked, or ``class 0``, ``class 1``, … ."""

@@ -24,7 +24,8 @@ from .._checks import check_layer_names, check_model, unknown_name_error
 from ..attribution import METHODS, Attribution, attribute
 from ..images import Image, Stats, prepare
 from ._common import WidgetValueError, bundle, check_colormap
-from .attribution_view import SIGNS, check_choice, check_labels, class_probabilities, error_text, model_lock
+from ..capture import model_lock
+from .attribution_view import SIGNS, check_choice, check_labels, class_probabilities, error_text
 
 SCALES: tuple[str, ...] = ("shared", "per-panel", "per-method")
 
