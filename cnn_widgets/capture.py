@@ -61,6 +61,16 @@ def _leaf_names(model: nn.Module) -> list[str]:
     )
 
 
+def _storage_users(t: torch.Tensor) -> int:
+    """How many tensors (and storage handles) reference ``t``'s memory; a large number when the
+    private counter this reads is unavailable, so callers fall back to copying."""
+    counter = getattr(torch._C, "_storage_Use_Count", None)
+    if counter is None:
+        return 1 << 30
+    storage = t.untyped_storage()
+    return int(counter(storage._cdata)) - 1  # minus the `storage` handle made just here
+
+
 _LOCKS: "weakref.WeakKeyDictionary[nn.Module, threading.RLock]" = weakref.WeakKeyDictionary()
 _LOCKS_GUARD = threading.Lock()
 
@@ -86,7 +96,13 @@ class ModelState:
         for p in model.parameters():
             grad = p.grad
             self.params.append((p, p.requires_grad, grad, None if grad is None else grad.detach().clone()))
-        self.buffers = [(b, b.detach().clone()) for b in model.buffers()]
+        # by owner and name, so a forward that rebinds a buffer (self.n = self.n + 1) is undone too
+        self.buffers = [
+            (m, name, b, b.detach().clone())
+            for m in model.modules()
+            for name, b in m._buffers.items()
+            if b is not None
+        ]
 
     def restore(self) -> None:
         """Put flags, gradients and buffers back as they were at construction."""
@@ -100,7 +116,9 @@ class ModelState:
                 else:
                     grad.copy_(saved)
                     p.grad = grad
-            for b, saved in self.buffers:
+            for m, name, b, saved in self.buffers:
+                if m._buffers.get(name) is not b:
+                    m._buffers[name] = b
                 if not torch.equal(b, saved):
                     b.copy_(saved)
 
@@ -126,9 +144,11 @@ class ActivationCapture:
     ) -> None:
         self.model = check_model(model)
         self.explicit = layers is not None
-        self.layers = check_layer_names(model, [layers] if isinstance(layers, str) else layers) if (
-            layers is not None
-        ) else _leaf_names(model)
+        self.layers = list(dict.fromkeys(  # a name listed twice is still one hook
+            check_layer_names(model, [layers] if isinstance(layers, str) else layers)
+            if layers is not None
+            else _leaf_names(model)
+        ))
         self.want_gradients = gradients
         self.activations: dict[str, torch.Tensor] = {}
         self.gradients: dict[str, torch.Tensor] = {}
@@ -139,6 +159,19 @@ class ActivationCapture:
         self._skipped: dict[str, str] = {}
         self._watch: dict[int, list[str]] = {}
         self._mode: _CopyBeforeWrite | None = None
+
+    def _make_private(self) -> None:
+        """On exit, copy every recorded activation that shares memory with anything else — another
+        recorded activation (a view module such as Flatten), the input, the returned output, the autograd
+        graph — so a later in-place write anywhere cannot change it. Storages only we hold stay as they
+        are: that is most of them, and why capture costs little more than a forward pass."""
+        for keys in self._watch.values():
+            first = self.activations[keys[0]]
+            outside = _storage_users(first) - len(keys)
+            for i, key in enumerate(keys):
+                if outside > 0 or i > 0:
+                    self.activations[key] = self.activations[key].clone()
+        self._watch.clear()
 
     def _copy_out(self, t: torch.Tensor) -> None:
         """Replace recorded activations sharing ``t``'s storage by private copies."""
@@ -201,7 +234,7 @@ class ActivationCapture:
         if self._mode is not None:
             self._mode.__exit__(None, None, None)
             self._mode = None
-        self._watch.clear()
+        self._make_private()
         for h in self._handles:
             h.remove()
         self._handles.clear()

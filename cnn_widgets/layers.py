@@ -35,7 +35,9 @@ def layer_table(model: nn.Module, example: Image | torch.Tensor) -> list[LayerIn
     wanted = [
         n
         for n, m in modules.items()
-        if n and (not any(True for _ in m.children()) or any(True for _ in m.parameters(recurse=False)))
+        # leaves, and any module owning parameters directly (the root too: a learnt scale, a CLS token)
+        if (n and not any(True for _ in m.children())) or any(True for _ in m.parameters(recurse=False))
+        or (not n and not any(True for _ in m.children()))
     ]
     shapes: dict[str, Any] = {}
     calls: dict[str, int] = {}
