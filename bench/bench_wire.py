@@ -117,8 +117,8 @@ def summary(rows: list[Row], browser_bytes: int) -> str:
         f"| `ActivationBrowser(model, image).total_bytes()` (what the widget sends) | "
         f"{browser_bytes / 1e6:.2f} | {per(browser_bytes)} | {json_total / browser_bytes:.0f}× smaller | | |",
         "",
-        f"The uint8 payload is exactly 1 B/element; the JSON header (four full-precision floats per "
-        f"channel: min, max, scale, offset) adds {(u8_total - u8_payload) / channels:.0f} B per channel, "
+        f"The uint8 payload is exactly 1 B/element; the JSON header (per-channel min, max, scale and "
+        f"offset as JSON numbers) adds {(u8_total - u8_payload) / channels:.0f} B per channel, "
         f"i.e. +{100 * (worst_big.u8_total / worst_big.elements - 1):.0f} % on {worst_big.name} "
         f"({'×'.join(map(str, worst_big.shape))}) and +{100 * (best.u8_total / best.elements - 1):.1f} % on "
         f"{best.name} ({'×'.join(map(str, best.shape))}).",
