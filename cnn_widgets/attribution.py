@@ -51,7 +51,7 @@ from torch.utils.data import DataLoader
 
 from . import cams
 from ._checks import check_layer_names, check_model, model_device, unknown_name_error
-from .capture import ModelState
+from .capture import ModelState, model_lock
 from .images import Image, Stats, to_batch
 from .layers import spatial_probe
 
@@ -1027,6 +1027,40 @@ def _is_batch(image: object) -> bool:
     return isinstance(image, (torch.Tensor, np.ndarray)) and image.ndim == 4
 
 
+def _run_method(
+    model: nn.Module,
+    batch: torch.Tensor,
+    info: MethodInfo,
+    targets: list[int] | None,
+    layer: str | None,
+    opts: dict[str, Any],
+    reporter: cams.Progress,
+    chunked: bool,
+) -> tuple[torch.Tensor, torch.Tensor, _Run]:
+    """Run ``info``'s method in eval mode on the model's device; the model's state is restored after."""
+    state = ModelState(model)
+    try:
+        model.eval()
+        x = batch.to(model_device(model))
+        run = _Run(model, x, targets, None, opts, reporter, chunked=chunked)
+        if info.needs_layer:
+            if layer is None:
+                run.layer, logits = spatial_probe(model, x)
+                if run.layer is None:
+                    raise ValueError(
+                        f"{info.name} needs a layer with spatial (N, C, H, W) output, and no module of this "
+                        f"{type(model).__name__} has one with more than one position for an input of shape "
+                        f"{tuple(x.shape)}; pass layer=... or use a larger image"
+                    )
+                run.resolved = cams.resolve_targets(logits, targets)
+            else:
+                run.layer = check_layer_names(model, [layer])[0]
+        raw, full = info.run(run)
+    finally:
+        state.restore()
+    return raw, full, run
+
+
 def attribute(
     model: nn.Module,
     image: Image,
@@ -1050,7 +1084,9 @@ def attribute(
     others. ``options``: the method's options by Captum's argument names (see ``METHODS[method].options``).
     ``progress(fraction)`` is called as work proceeds and may raise :class:`Cancelled`.
 
-    The model runs in eval mode and is restored afterwards. The first three arguments are positional
+    The model runs in eval mode and is restored afterwards; the run holds
+    :func:`cnn_widgets.capture.model_lock`, so it never overlaps a capture of the same model in another
+    thread. The first three arguments are positional
     only, so a Captum option named ``method`` (integrated gradients' rule) can be passed by keyword.
     """
     check_model(model)
@@ -1060,26 +1096,8 @@ def attribute(
     opts = _check_options(info, options)
     reporter = cams.Progress(progress)
     reporter.report(0.0)
-    state = ModelState(model)
-    try:
-        model.eval()
-        x = batch.to(model_device(model))
-        run = _Run(model, x, targets, None, opts, reporter, chunked=progress is not None)
-        if info.needs_layer:
-            if layer is None:
-                run.layer, logits = spatial_probe(model, x)
-                if run.layer is None:
-                    raise ValueError(
-                        f"{method} needs a layer with spatial (N, C, H, W) output, and no module of this "
-                        f"{type(model).__name__} has one with more than one position for an input of shape "
-                        f"{tuple(x.shape)}; pass layer=... or use a larger image"
-                    )
-                run.resolved = cams.resolve_targets(logits, targets)
-            else:
-                run.layer = check_layer_names(model, [layer])[0]
-        raw, full = info.run(run)
-    finally:
-        state.restore()
+    with model_lock(model):
+        raw, full, run = _run_method(model, batch, info, targets, layer, opts, reporter, progress is not None)
     raw = raw.detach().cpu()
     result_map = _reduce(full.detach(), info.reduction).float().cpu().contiguous()
     bad = int((~torch.isfinite(result_map)).sum())
