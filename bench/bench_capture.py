@@ -72,7 +72,8 @@ def variants(model: nn.Module, x: torch.Tensor) -> dict[str, Callable[[], object
 
 
 def measure(rounds: int, warmup: int = 5) -> dict[str, object]:
-    """Median seconds per variant over ``rounds`` interleaved rounds (run in this process)."""
+    """Median seconds per variant over ``rounds`` interleaved rounds (run in this process), and per
+    variant the quartiles of its per-round ratio to the plain forward of the same round."""
     model = resnet18_like()
     x = torch.rand(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     runs = variants(model, x)
@@ -87,8 +88,10 @@ def measure(rounds: int, warmup: int = 5) -> dict[str, object]:
             del kept
             if r >= warmup:
                 times[key].append(elapsed)
+    paired = {k: [t / p for t, p in zip(v, times["plain"])] for k, v in times.items()}
     return {
         "median": {k: statistics.median(v) for k, v in times.items()},
+        "paired": {k: statistics.quantiles(v, n=4) for k, v in paired.items()},
         "layers": len(leaves(model)),
         "threads": torch.get_num_threads(),
     }
@@ -110,16 +113,17 @@ def table(default: dict[str, object], tuned: dict[str, object]) -> str:
         med = result["median"]
         base, other = med["plain"] * 1e3, med[key] * 1e3
         ratio = other / base
+        q1, q2, q3 = result["paired"][key]
         verdict = ("✅" if ratio <= TARGET else "❌") if target else ""
-        return f"| {case} | {base:.1f} | {other:.1f} | {ratio:.3f}× {verdict} |"
+        return f"| {case} | {base:.1f} | {other:.1f} | {ratio:.3f}× {verdict} | {q2:.3f}× ({q1:.2f}–{q3:.2f}) |"
 
     n = default["layers"]
     lines = [
         f"Capture overhead — resnet18_like, 1×3×224×224, CPU ({default['threads']} threads), "
         f"median of interleaved rounds; target ≤ {TARGET}×",
         "",
-        "| case | plain forward (ms) | with capture (ms) | ratio |",
-        "|---|---:|---:|---:|",
+        "| case | plain forward (ms) | with capture (ms) | ratio of medians | per-round ratio: median (IQR) |",
+        "|---|---:|---:|---:|---:|",
         row(f"`ActivationCapture` on all {n} leaf layers, default allocator", default, "capture"),
         row(f"`ActivationCapture` on all {n} leaf layers, tuned allocator¹", tuned, "capture"),
         row(f"no-op forward hooks on all {n} leaf layers, no retention", default, "noop_hooks", False),
