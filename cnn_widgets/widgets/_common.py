@@ -1,11 +1,13 @@
-"""Pieces shared by the widget classes: the bundled front-end modules, colormap names and trait errors."""
+"""Pieces shared by the widget classes: the bundled front-end modules, colormap and sign names, trait
+checks and their errors."""
 
 from __future__ import annotations
 
 import pathlib
+from collections.abc import Collection, Sequence
 from typing import Any
 
-from traitlets import TraitError
+import traitlets as t
 
 from .._checks import unknown_name_error
 
@@ -18,6 +20,8 @@ COLORMAPS: tuple[str, ...] = (
 )
 # Diverging maps are centred on zero in the browser (symmetric range), so signed data reads naturally.
 DIVERGING: tuple[str, ...] = ("RdBu_r", "coolwarm")
+# Which part of a signed attribution map the heatmap views show (``SIGNS`` in ``js/src/overlay.js``).
+SIGNS: tuple[str, ...] = ("positive", "negative", "absolute", "all")
 
 
 def bundle(name: str) -> pathlib.Path | str:
@@ -39,7 +43,7 @@ def bundle(name: str) -> pathlib.Path | str:
     )
 
 
-class WidgetValueError(TraitError, ValueError):
+class WidgetValueError(t.TraitError, ValueError):
     """A bad widget argument or trait value: a ``TraitError`` for traitlets and a ``ValueError`` for
     callers, so ``except ValueError`` works whichever way the value was set."""
 
@@ -55,6 +59,27 @@ def check_colormap(name: Any) -> str:
     return name
 
 
+def check_choice(what: str, value: Any, choices: Sequence[str]) -> str:
+    """``value`` if it is one of ``choices``, else a ``ValueError`` listing them."""
+    if value not in choices:
+        raise WidgetValueError(f"{what} must be one of {', '.join(map(repr, choices))}; got {value!r}")
+    return value
+
+
+def check_name(what: str, name: str, known: Collection[str]) -> str:
+    """``name`` if it is in ``known``, else a ``ValueError`` naming the nearest known names."""
+    if name not in known:
+        raise WidgetValueError(str(unknown_name_error(what, name, known)))
+    return name
+
+
+def check_opacity(value: float) -> float:
+    """``value`` if it is an opacity, between 0 and 1."""
+    if not 0.0 <= value <= 1.0:
+        raise WidgetValueError(f"opacity must be between 0 and 1, got {value!r}")
+    return value
+
+
 def check_index(what: str, value: Any, count: int, where: str) -> int:
     """Validate an index trait that is -1 (none) or in ``0‥count-1``."""
     if isinstance(value, bool) or not isinstance(value, int):
@@ -63,6 +88,34 @@ def check_index(what: str, value: Any, count: int, where: str) -> int:
         span = f"0‥{count - 1}, or -1" if count else "only -1"
         raise WidgetValueError(f"{what} {value} is out of range: {where} has {count}; use {span}")
     return value
+
+
+class HeatmapDisplay(t.HasTraits):
+    """Checks of the heatmap display traits that :class:`~cnn_widgets.AttributionView` and
+    :class:`~cnn_widgets.Compare` share: ``opacity``, ``colormap``, ``sign`` and ``clip_percentile``.
+
+    A mixin of validators only: each widget declares the traits itself (synced or not)."""
+
+    @t.validate("opacity")
+    def _check_opacity(self, proposal: t.Bunch) -> float:
+        return check_opacity(proposal["value"])
+
+    @t.validate("colormap")
+    def _check_colormap(self, proposal: t.Bunch) -> str:
+        return check_colormap(proposal["value"])
+
+    @t.validate("sign")
+    def _check_sign(self, proposal: t.Bunch) -> str:
+        return check_choice("sign", proposal["value"], SIGNS)
+
+    @t.validate("clip_percentile")
+    def _check_clip(self, proposal: t.Bunch) -> float:
+        value = proposal["value"]
+        if not 50.0 <= value <= 100.0:
+            raise WidgetValueError(
+                f"clip_percentile must be between 50 and 100 (100: no clipping), got {value!r}"
+            )
+        return value
 
 
 def split_buffers(encoded: dict[str, Any]) -> tuple[dict[str, Any], list[memoryview]]:

@@ -23,7 +23,9 @@ from .. import wire
 from .._checks import check_model, unknown_name_error
 from ..capture import capture_activations
 from ..images import Image, Stats, prepare
-from ._common import WidgetValueError, bundle, check_colormap, check_index, split_buffers
+from ._common import (
+    WidgetValueError, bundle, check_colormap, check_index, check_name, check_opacity, split_buffers,
+)
 
 SCALES = ("channel", "layer", "global")
 SORTS = ("index", "mean", "max")
@@ -190,17 +192,11 @@ class ActivationBrowser(anywidget.AnyWidget):
 
     @t.validate("opacity")
     def _check_opacity(self, proposal: t.Bunch) -> float:
-        value = proposal["value"]
-        if not 0.0 <= value <= 1.0:
-            raise WidgetValueError(f"opacity must be between 0 and 1, got {value!r}")
-        return value
+        return check_opacity(proposal["value"])
 
     @t.validate("layer")
     def _check_layer(self, proposal: t.Bunch) -> str:
-        name = proposal["value"]
-        if name not in self._encoded:
-            raise WidgetValueError(str(unknown_name_error("layer", name, self.layers)))
-        return name
+        return check_name("layer", proposal["value"], self._encoded)
 
     @t.observe("layer")
     def _layer_changed(self, change: t.Bunch) -> None:

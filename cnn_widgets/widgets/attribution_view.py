@@ -38,9 +38,9 @@ from ..capture import model_lock
 from ..cams import check_targets
 from ..images import Image, Stats, prepare
 from ..layers import conv_layers, spatial_probe
-from ._common import WidgetValueError, bundle, check_colormap
+from ._common import HeatmapDisplay, WidgetValueError, bundle
+from ._common import SIGNS, check_choice  # noqa: F401  (re-exported: they were defined here)
 
-SIGNS: tuple[str, ...] = ("positive", "negative", "absolute", "all")
 TOP_K = 5
 CACHE_SIZE = 32
 PROGRESS_INTERVAL = 0.1  # seconds between progress messages (iopub counts every comm message)
@@ -69,13 +69,6 @@ def class_probabilities(model: nn.Module, batch: torch.Tensor) -> tuple[torch.Te
     check_targets(logits, None)
     # A model with non-finite scores still gets a view: the chart shows 0 and attribute() reports it.
     return torch.softmax(logits.detach().float().cpu(), dim=1).nan_to_num(0.0, 0.0, 0.0), layer
-
-
-def check_choice(what: str, value: Any, choices: Sequence[str]) -> str:
-    """``value`` if it is one of ``choices``, else a ``ValueError`` listing them."""
-    if value not in choices:
-        raise WidgetValueError(f"{what} must be one of {', '.join(map(repr, choices))}; got {value!r}")
-    return value
 
 
 def _freeze(value: Any) -> Hashable:
@@ -149,7 +142,7 @@ class _AttributionCanvas(anywidget.AnyWidget):
     _notice = t.Unicode("").tag(sync=True)
 
 
-class AttributionView(W.HBox):
+class AttributionView(HeatmapDisplay, W.HBox):
     """Explain one prediction of ``model`` on ``image`` with any method of :data:`cnn_widgets.METHODS`.
 
     ``target``: the class explained (``None``: the top prediction); clicking a bar of the top-k chart
@@ -357,30 +350,6 @@ class AttributionView(W.HBox):
                 raise WidgetValueError(f"option names must be strings, got {name!r}")
             _check_json_option(name, v)
         return value
-
-    @t.validate("opacity")
-    def _check_opacity(self, proposal: t.Bunch) -> float:
-        value = proposal["value"]
-        if not 0.0 <= value <= 1.0:
-            raise WidgetValueError(f"opacity must be between 0 and 1, got {value!r}")
-        return value
-
-    @t.validate("clip_percentile")
-    def _check_clip(self, proposal: t.Bunch) -> float:
-        value = proposal["value"]
-        if not 50.0 <= value <= 100.0:
-            raise WidgetValueError(
-                f"clip_percentile must be between 50 and 100 (100: no clipping), got {value!r}"
-            )
-        return value
-
-    @t.validate("colormap")
-    def _check_colormap(self, proposal: t.Bunch) -> str:
-        return check_colormap(proposal["value"])
-
-    @t.validate("sign")
-    def _check_sign(self, proposal: t.Bunch) -> str:
-        return check_choice("sign", proposal["value"], SIGNS)
 
     # -- requests ---------------------------------------------------------------------------------
 

@@ -23,14 +23,14 @@ from .. import wire
 from .._checks import check_layer_names, check_model, unknown_name_error
 from ..attribution import METHODS, Attribution, attribute
 from ..images import Image, Stats, prepare
-from ._common import WidgetValueError, bundle, check_colormap
+from ._common import HeatmapDisplay, bundle, check_choice
 from ..capture import model_lock
-from .attribution_view import SIGNS, check_choice, check_labels, class_probabilities, error_text
+from .attribution_view import check_labels, class_probabilities, error_text
 
 SCALES: tuple[str, ...] = ("shared", "per-panel", "per-method")
 
 
-class Compare(anywidget.AnyWidget):
+class Compare(HeatmapDisplay, anywidget.AnyWidget):
     """The widget :func:`compare` returns. ``scale``: "shared" (one colour range for every panel),
     "per-method" (one per row; methods differ in units, so this is the fair way to compare images
     under each method) or "per-panel". ``opacity``, ``colormap``, ``sign`` and ``clip_percentile`` as
@@ -63,31 +63,9 @@ class Compare(anywidget.AnyWidget):
         """One :class:`~cnn_widgets.Attribution` per method (batch maps N×H×W), ``None`` where it failed."""
         return list(self._results)
 
-    @t.validate("opacity")
-    def _check_opacity(self, proposal: t.Bunch) -> float:
-        value = proposal["value"]
-        if not 0.0 <= value <= 1.0:
-            raise WidgetValueError(f"opacity must be between 0 and 1, got {value!r}")
-        return value
-
-    @t.validate("clip_percentile")
-    def _check_clip(self, proposal: t.Bunch) -> float:
-        value = proposal["value"]
-        if not 50.0 <= value <= 100.0:
-            raise WidgetValueError(f"clip_percentile must be between 50 and 100 (100: no clipping), got {value!r}")
-        return value
-
-    @t.validate("colormap")
-    def _check_colormap(self, proposal: t.Bunch) -> str:
-        return check_colormap(proposal["value"])
-
     @t.validate("scale")
     def _check_scale(self, proposal: t.Bunch) -> str:
         return check_choice("scale", proposal["value"], SCALES)
-
-    @t.validate("sign")
-    def _check_sign(self, proposal: t.Bunch) -> str:
-        return check_choice("sign", proposal["value"], SIGNS)
 
 
 def _image_list(images: Any) -> list[Image]:

@@ -14,9 +14,9 @@ import traitlets as t
 from torch import nn
 
 from .. import wire
-from .._checks import check_model, unknown_name_error
+from .._checks import check_model
 from ..layers import conv_layers
-from ._common import WidgetValueError, bundle, check_colormap, check_index
+from ._common import bundle, check_colormap, check_index, check_name
 
 NORMALIZE = ("filter", "layer")
 
@@ -74,10 +74,7 @@ class FilterGrid(anywidget.AnyWidget):
 
     @t.validate("layer")
     def _check_layer(self, proposal: t.Bunch) -> str:
-        name = proposal["value"]
-        if name not in self._convs:
-            raise WidgetValueError(str(unknown_name_error("conv layer", name, self.layers)))
-        return name
+        return check_name("conv layer", proposal["value"], self._convs)
 
     @t.observe("layer")
     def _send_layer(self, change: t.Bunch | None = None) -> None:
