@@ -128,3 +128,15 @@ export function decode(msg) {
   const r = msg.min && msg.max ? { min: msg.min, max: msg.max } : sliceRange(data, slices);
   return { shape, data, min: r.min, max: r.max };
 }
+
+/**
+ * An image trait (exact uint8 H×W×3, as the kernel sends pictures) as its bytes and size; null while
+ * the trait is still empty.
+ * @param {WireMessage | Record<string, never> | undefined} msg
+ * @returns {{rgb: Uint8Array, h: number, w: number} | null}
+ */
+export function decodeImage(msg) {
+  if (!msg?.shape) return null;
+  const [h, w] = msg.shape;
+  return { rgb: /** @type {Uint8Array} */ (decode(/** @type {WireMessage} */ (msg)).data), h, w };
+}

@@ -1,6 +1,7 @@
 // Small DOM helpers shared by the widgets: element creation (text only, never HTML), a scope that
-// removes every listener it added, and the labelled controls of the toolbars.
+// removes every listener it added, the labelled controls of the toolbars and the pointer on a tile grid.
 
+import { hitTest } from "./grid.js";
 import { CSS } from "./style.js";
 
 /**
@@ -104,6 +105,24 @@ export function setOptions(select, options) {
 }
 
 /**
+ * Set trait `key` from a control on each `event` on it, then save.
+ * @param {Scope} scope
+ * @param {any} model
+ * @param {HTMLInputElement | HTMLSelectElement} control
+ * @param {string} key
+ * @param {{event?: string, parse?: (value: string) => any, save?: () => void}} [opts] the event ("change"
+ *   by default; "input" for sliders), how the control's value becomes the trait's (as it is by default),
+ *   and how to save (model.save_changes by default)
+ */
+export function bindControl(scope, model, control, key, opts = {}) {
+  const { event = "change", parse = (/** @type {string} */ v) => v, save = () => model.save_changes() } = opts;
+  scope.listen(control, event, () => {
+    model.set(key, parse(control.value));
+    save();
+  });
+}
+
+/**
  * Format a number for tooltips and legends (4 significant digits, exponent when tiny or huge).
  * @param {number} v
  */
@@ -115,17 +134,75 @@ export function fmt(v) {
 }
 
 /**
- * Show the tooltip near (x, y) inside its positioned parent.
+ * A colour-bar legend: the low end's text, the bar (a canvas for overlay.paintColorbar), the high end's
+ * text and any `extra` elements after it.
+ * @param {...HTMLElement} extra
+ * @returns {{legend: HTMLElement, bar: HTMLCanvasElement, lo: HTMLElement, hi: HTMLElement}}
+ */
+export function colorLegend(...extra) {
+  const bar = /** @type {HTMLCanvasElement} */ (h("canvas"));
+  const lo = h("span");
+  const hi = h("span");
+  return { legend: h("div", { className: "cnnw-legend" }, [lo, bar, hi, ...extra]), bar, lo, hi };
+}
+
+/** A view's tooltip, hidden until showTooltip. */
+export function tooltipBox() {
+  const tip = h("div", { className: "cnnw-tooltip", attrs: { role: "tooltip" } });
+  tip.hidden = true;
+  return tip;
+}
+
+/**
+ * Show the tooltip next to the pointer.
  * @param {HTMLElement} tip
  * @param {string} text
- * @param {number} x
- * @param {number} y
+ * @param {MouseEvent} e
+ * @param {HTMLElement} root the tooltip's positioned parent (the view's root)
  */
-export function showTooltip(tip, text, x, y) {
+export function showTooltip(tip, text, e, root) {
+  const r = root.getBoundingClientRect();
   tip.textContent = text;
-  tip.style.left = `${Math.round(x + 12)}px`;
-  tip.style.top = `${Math.round(y + 12)}px`;
+  tip.style.left = `${Math.round(e.clientX - r.left + 12)}px`;
+  tip.style.top = `${Math.round(e.clientY - r.top + 12)}px`;
   tip.hidden = false;
+}
+
+/** @typedef {{slot: number, row: number, col: number}} Hit a display slot and a pixel of its tile */
+
+/**
+ * The pointer on a tile grid canvas: hovering a tile shows `describe`'s text in the tooltip (hidden
+ * off the tiles), clicking one calls `pick`. While `live()` is null (nothing, or a stale layer, on
+ * screen) the pointer does nothing.
+ * @template {{L: import("./grid.js").Layout}} S
+ * @param {Scope} scope
+ * @param {HTMLElement} root the view's root
+ * @param {HTMLCanvasElement} grid
+ * @param {HTMLElement} tooltip
+ * @param {{live: () => S | null, describe: (s: S, hit: Hit) => string, pick: (s: S, hit: Hit) => void}} handlers
+ */
+export function gridPointer(scope, root, grid, tooltip, { live, describe, pick }) {
+  /** @param {S} s @param {MouseEvent} e */
+  const hitAt = (s, e) => {
+    const r = grid.getBoundingClientRect();
+    return hitTest(s.L, e.clientX - r.left, e.clientY - r.top);
+  };
+  scope.listen(grid, "mousemove", (/** @type {MouseEvent} */ e) => {
+    const s = live();
+    if (!s) return;
+    const hit = hitAt(s, e);
+    if (hit) showTooltip(tooltip, describe(s, hit), e, root);
+    else tooltip.hidden = true;
+  });
+  scope.listen(grid, "mouseleave", () => {
+    tooltip.hidden = true;
+  });
+  scope.listen(grid, "click", (/** @type {MouseEvent} */ e) => {
+    const s = live();
+    if (!s) return;
+    const hit = hitAt(s, e);
+    if (hit) pick(s, hit);
+  });
 }
 
 /**

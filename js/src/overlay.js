@@ -204,6 +204,23 @@ export function detailSize(h, w, side) {
 }
 
 /**
+ * Size a canvas for an h×w picture: h×w pixels, shown with its longer side `side` CSS px, pixelated
+ * when enlarged 2× or more.
+ * @param {HTMLCanvasElement} canvas
+ * @param {number} h
+ * @param {number} w
+ * @param {number} side
+ */
+export function fitCanvas(canvas, h, w, side) {
+  const s = side / Math.max(h, w);
+  canvas.width = w;
+  canvas.height = h;
+  canvas.style.width = `${Math.round(w * s)}px`;
+  canvas.style.height = `${Math.round(h * s)}px`;
+  canvas.style.imageRendering = s >= 2 ? "pixelated" : "auto";
+}
+
+/**
  * Paint the detail view: the image (its own pixels, unsmoothed), then the heat map stretched over
  * it (bilinear) at `opacity`. Either may be null.
  * @param {HTMLCanvasElement} canvas
@@ -253,21 +270,6 @@ export const OVERLAY_CSS = `
 .cnnw-overlay {
   display: block;
   background: var(--jp-layout-color3, #d0d0d0);
-}
-.cnnw-root button {
-  color: var(--jp-ui-font-color1, #1a1a1a);
-  background: var(--jp-layout-color2, #f3f3f3);
-  border: 1px solid var(--jp-border-color1, #bdbdbd);
-  border-radius: 2px;
-  font: inherit;
-  padding: 1px 8px;
-  cursor: pointer;
-}
-.cnnw-root button:hover {
-  background: var(--jp-layout-color3, #e0e0e0);
-}
-.cnnw-root input[type="checkbox"] {
-  accent-color: var(--jp-brand-color1, #1976d2);
 }
 .cnnw-root input[type="number"] {
   width: 6em;

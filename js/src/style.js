@@ -27,7 +27,8 @@ export const CSS = `
   color: var(--jp-ui-font-color2, #555);
 }
 .cnnw-root select,
-.cnnw-root input[type="number"] {
+.cnnw-root input[type="number"],
+.cnnw-root button {
   color: var(--jp-ui-font-color1, #1a1a1a);
   background: var(--jp-layout-color2, #f3f3f3);
   border: 1px solid var(--jp-border-color1, #bdbdbd);
@@ -35,7 +36,15 @@ export const CSS = `
   font: inherit;
   padding: 1px 2px;
 }
-.cnnw-root input[type="range"] {
+.cnnw-root button {
+  padding: 1px 8px;
+  cursor: pointer;
+}
+.cnnw-root button:hover {
+  background: var(--jp-layout-color3, #e0e0e0);
+}
+.cnnw-root input[type="range"],
+.cnnw-root input[type="checkbox"] {
   accent-color: var(--jp-brand-color1, #1976d2);
 }
 .cnnw-root input:focus-visible,

@@ -2,12 +2,13 @@
 // Layers already in the browser paint synchronously inside the slider's input handler; the kernel only
 // hears which layer is shown (and, in lazy mode, is asked for layers the browser lacks).
 
-import { decode } from "../codec.js";
+import { decodeImage } from "../codec.js";
 import { COLORMAPS, isDiverging, lut, tileRanges } from "../colormap.js";
 import {
-  Scope, accentColor, fmt, h, labelledSelect, markPainted, mountRoot, outlineSlot, publishLayout, showTooltip,
+  Scope, accentColor, bindControl, colorLegend, fmt, gridPointer, h, labelledSelect, markPainted, mountRoot,
+  outlineSlot, publishLayout, tooltipBox,
 } from "../dom.js";
-import { blitTiles, colorizeScalar, hitTest, layoutGrid, packLut, sortOrder } from "../grid.js";
+import { blitTiles, colorizeScalar, layoutGrid, packLut, sortOrder } from "../grid.js";
 import { detailSize, paintColorbar, paintDetail, pixelsCanvas, rgbToRgba } from "../overlay.js";
 import { LayerStore } from "../store.js";
 
@@ -40,11 +41,8 @@ function renderBrowser(model, el, store) {
   const grid = /** @type {HTMLCanvasElement} */ (h("canvas", { className: "cnnw-grid", attrs: { "aria-label": "channels" } }));
   const detail = /** @type {HTMLCanvasElement} */ (h("canvas", { className: "cnnw-detail", attrs: { "aria-label": "selected channel over the input image" } }));
   const detailCaption = h("div", { className: "cnnw-caption cnnw-detail-caption" });
-  const bar = /** @type {HTMLCanvasElement} */ (h("canvas"));
-  const barLo = h("span");
-  const barHi = h("span");
-  const tooltip = h("div", { className: "cnnw-tooltip", attrs: { role: "tooltip" } });
-  tooltip.hidden = true;
+  const { legend, bar, lo: barLo, hi: barHi } = colorLegend();
+  const tooltip = tooltipBox();
   const status = h("div", { className: "cnnw-status", attrs: { role: "status" } });
 
   root.append(
@@ -62,7 +60,7 @@ function renderBrowser(model, el, store) {
       h("div", { className: "cnnw-grid-wrap" }, [grid]),
       h("div", { className: "cnnw-side" }, [
         detail,
-        h("div", { className: "cnnw-legend" }, [barLo, bar, barHi]),
+        legend,
         detailCaption,
       ]),
     ]),
@@ -96,14 +94,13 @@ function renderBrowser(model, el, store) {
   }
 
   function loadImage() {
-    const msg = model.get("_image");
-    if (!msg?.shape) {
+    const image = decodeImage(model.get("_image"));
+    if (!image) {
       imageCanvas = null;
       return;
     }
-    const [hh, ww] = msg.shape;
-    imageCanvas = pixelsCanvas(rgbToRgba(/** @type {Uint8Array} */ (decode(msg).data), hh, ww), ww, hh);
-    const [cw, ch] = detailSize(hh, ww, DETAIL_SIDE);
+    imageCanvas = pixelsCanvas(rgbToRgba(image.rgb, image.h, image.w), image.w, image.h);
+    const [cw, ch] = detailSize(image.h, image.w, DETAIL_SIDE);
     detail.width = cw;
     detail.height = ch;
     detail.style.width = `${cw}px`;
@@ -226,48 +223,26 @@ function renderBrowser(model, el, store) {
   /** What the grid shows, if it is the current layer (not a stale one while a lazy layer loads). */
   const live = () => (shown?.layer.name === current ? shown : null);
 
-  scope.listen(grid, "mousemove", (/** @type {MouseEvent} */ e) => {
-    const s = live();
-    if (!s) return;
-    const r = grid.getBoundingClientRect();
-    const hit = hitTest(s.L, e.clientX - r.left, e.clientY - r.top);
-    if (!hit) {
-      tooltip.hidden = true;
-      return;
-    }
-    const { layer, order } = s;
-    const [, tileH, tileW] = layer.meta.shape;
-    const ch = order[hit.slot];
-    const v = layer.values[ch * tileH * tileW + hit.row * tileW + hit.col];
-    const text = layer.meta.kind === "vector"
-      ? `value ${ch}\n${fmt(v)}`
-      : `channel ${ch} · (${hit.row}, ${hit.col})\n${fmt(v)}`;
-    const rr = root.getBoundingClientRect();
-    showTooltip(tooltip, text, e.clientX - rr.left, e.clientY - rr.top);
-  });
-  scope.listen(grid, "mouseleave", () => {
-    tooltip.hidden = true;
-  });
-  scope.listen(grid, "click", (/** @type {MouseEvent} */ e) => {
-    const s = live();
-    if (!s) return;
-    const r = grid.getBoundingClientRect();
-    const hit = hitTest(s.L, e.clientX - r.left, e.clientY - r.top);
-    if (!hit) return;
-    const ch = s.order[hit.slot];
-    model.set("channel", model.get("channel") === ch ? -1 : ch);
-    model.save_changes();
-  });
-  for (const [ctl, key] of [[scale.select, "scale"], [sort.select, "sort"], [cmap.select, "colormap"]]) {
-    scope.listen(ctl, "change", () => {
-      model.set(key, /** @type {HTMLSelectElement} */ (ctl).value);
+  gridPointer(scope, root, grid, tooltip, {
+    live,
+    describe({ layer, order }, hit) {
+      const [, tileH, tileW] = layer.meta.shape;
+      const ch = order[hit.slot];
+      const v = layer.values[ch * tileH * tileW + hit.row * tileW + hit.col];
+      return layer.meta.kind === "vector"
+        ? `value ${ch}\n${fmt(v)}`
+        : `channel ${ch} · (${hit.row}, ${hit.col})\n${fmt(v)}`;
+    },
+    pick({ order }, hit) {
+      const ch = order[hit.slot];
+      model.set("channel", model.get("channel") === ch ? -1 : ch);
       model.save_changes();
-    });
-  }
-  scope.listen(opacity, "input", () => {
-    model.set("opacity", Number(opacity.value));
-    model.save_changes();
+    },
   });
+  bindControl(scope, model, scale.select, "scale");
+  bindControl(scope, model, sort.select, "sort");
+  bindControl(scope, model, cmap.select, "colormap");
+  bindControl(scope, model, opacity, "opacity", { event: "input", parse: Number });
 
   scope.onModel(model, "change:layer", () => {
     const name = String(model.get("layer"));

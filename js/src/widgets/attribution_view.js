@@ -3,15 +3,18 @@
 // The signed map arrives once per result (float16, divided by its peak); opacity, colormap, sign and
 // percentile clipping re-composite it here without asking the kernel.
 
-import { decode } from "../codec.js";
-import { COLORMAPS, isDiverging, lut } from "../colormap.js";
-import { Scope, fmt, h, labelledSelect, markPainted, mountRoot, setOptions, showTooltip } from "../dom.js";
+import { decode, decodeImage } from "../codec.js";
+import { isDiverging, lut } from "../colormap.js";
 import {
-  OVERLAY_CSS, SIGNS, blendOverlay, overlayColormap, overlayRange, paintColorbar, rgbToRgba, sortedMagnitudes,
+  Scope, bindControl, colorLegend, fmt, h, labelledSelect, markPainted, mountRoot, setOptions, showTooltip,
+  tooltipBox,
+} from "../dom.js";
+import { heatmapControls } from "../heatmap_controls.js";
+import {
+  OVERLAY_CSS, blendOverlay, fitCanvas, overlayColormap, overlayRange, paintColorbar, rgbToRgba, sortedMagnitudes,
 } from "../overlay.js";
 
 const DISPLAY_SIDE = 320;
-const SAVE_DELAY_MS = 250;
 
 const VIEW_CSS = `
 .cnnw-attribution-view .cnnw-options:empty {
@@ -120,17 +123,7 @@ function renderView(model, el) {
   const layer = labelledSelect("layer", "cnnw-layer", []);
   const optionsBox = h("div", { className: "cnnw-toolbar cnnw-options" });
   const description = h("div", { className: "cnnw-caption cnnw-description" });
-  const sign = labelledSelect("show", "cnnw-sign", SIGNS.map((s) => [s, s === "all" ? "all (signed)" : s]));
-  const cmap = labelledSelect("colormap", "cnnw-colormap", COLORMAPS.map((n) => [n, n]));
-  const opacity = /** @type {HTMLInputElement} */ (h("input", {
-    className: "cnnw-opacity",
-    attrs: { type: "range", min: "0", max: "1", step: "0.05", "aria-label": "heatmap opacity" },
-  }));
-  const clip = /** @type {HTMLInputElement} */ (h("input", {
-    className: "cnnw-clip",
-    attrs: { type: "range", min: "50", max: "100", step: "0.5", "aria-label": "clip at percentile" },
-  }));
-  const clipValue = h("span", { className: "cnnw-value" });
+  const display = heatmapControls(model, scope, paint);
   const progress = /** @type {HTMLProgressElement} */ (h("progress", { className: "cnnw-progress", attrs: { max: "1", value: "0" } }));
   const progressText = h("span", { className: "cnnw-value" });
   const cancel = h("button", { className: "cnnw-cancel", text: "cancel", attrs: { type: "button" } });
@@ -141,23 +134,15 @@ function renderView(model, el) {
   const canvas = /** @type {HTMLCanvasElement} */ (h("canvas", {
     className: "cnnw-overlay", attrs: { "aria-label": "attribution heatmap over the input image" },
   }));
-  const bar = /** @type {HTMLCanvasElement} */ (h("canvas"));
-  const barLo = h("span");
-  const barHi = h("span");
-  const legend = h("div", { className: "cnnw-legend" }, [barLo, bar, barHi]);
+  const { legend, bar, lo: barLo, hi: barHi } = colorLegend();
   const caption = h("div", { className: "cnnw-caption cnnw-result-caption" });
-  const tooltip = h("div", { className: "cnnw-tooltip", attrs: { role: "tooltip" } });
-  tooltip.hidden = true;
+  const tooltip = tooltipBox();
 
   root.append(
     h("div", { className: "cnnw-toolbar" }, [method.wrap, layer.wrap]),
     description,
     optionsBox,
-    h("div", { className: "cnnw-toolbar" }, [
-      sign.wrap, cmap.wrap,
-      h("label", { className: "cnnw-control" }, [h("span", { text: "opacity" }), opacity]),
-      h("label", { className: "cnnw-control" }, [h("span", { text: "clip at" }), clip, clipValue]),
-    ]),
+    h("div", { className: "cnnw-toolbar" }, display.controls),
     busyRow,
     h("div", { className: "cnnw-toolbar" }, [notice, runAgain]),
     error,
@@ -176,37 +161,16 @@ function renderView(model, el) {
   let pixels;
   /** Method whose option controls are built (rebuilt only when it changes). */
   let builtFor = "";
-  let saveTimer = 0;
 
   /** @returns {MethodSchema | undefined} */
   function schema() {
     return (model.get("_methods") ?? []).find((/** @type {MethodSchema} */ m) => m.name === model.get("method"));
   }
 
-  /** Send local display changes to the kernel once the user pauses (nothing is recomputed there). */
-  function saveSoon() {
-    clearTimeout(saveTimer);
-    saveTimer = window.setTimeout(() => {
-      saveTimer = 0;
-      model.save_changes();
-    }, SAVE_DELAY_MS);
-  }
-
   /** Decode the input image (exact RGB bytes) and size the canvas: longer side DISPLAY_SIDE px. */
   function loadImage() {
-    const msg = model.get("_image");
-    if (!msg?.shape) {
-      image = null;
-      return;
-    }
-    const [hh, ww] = msg.shape;
-    image = { rgb: /** @type {Uint8Array} */ (decode(msg).data), h: hh, w: ww };
-    canvas.width = ww;
-    canvas.height = hh;
-    const s = DISPLAY_SIDE / Math.max(hh, ww);
-    canvas.style.width = `${Math.round(ww * s)}px`;
-    canvas.style.height = `${Math.round(hh * s)}px`;
-    canvas.style.imageRendering = s >= 2 ? "pixelated" : "auto";
+    image = decodeImage(model.get("_image"));
+    if (image) fitCanvas(canvas, image.h, image.w, DISPLAY_SIDE);
   }
 
   /** Decode the latest result: float16 map times its peak, in the method's own units. */
@@ -265,15 +229,6 @@ function renderView(model, el) {
     if (range.empty) parts.push(`no ${s} values in this map`);
     else if (name !== model.get("colormap")) parts.push(`${name} for signed values`);
     caption.textContent = parts.join(" · ");
-  }
-
-  /** Put the display traits into their controls. */
-  function syncDisplayControls() {
-    sign.select.value = model.get("sign");
-    cmap.select.value = model.get("colormap");
-    opacity.value = String(model.get("opacity"));
-    clip.value = String(model.get("clip_percentile"));
-    clipValue.textContent = `${Number(model.get("clip_percentile"))}%`;
   }
 
   /** Progress bar, cancel button, notice and error text from the traits. */
@@ -350,28 +305,8 @@ function renderView(model, el) {
     optionsBox.replaceChildren(...controls);
   }
 
-  scope.listen(method.select, "change", () => {
-    model.set("method", method.select.value);
-    model.save_changes();
-  });
-  scope.listen(layer.select, "change", () => {
-    model.set("layer", layer.select.value === "" ? null : layer.select.value);
-    model.save_changes();
-  });
-  scope.listen(opacity, "input", () => {
-    model.set("opacity", Number(opacity.value));
-    saveSoon();
-  });
-  scope.listen(clip, "input", () => {
-    model.set("clip_percentile", Number(clip.value));
-    saveSoon();
-  });
-  for (const [ctl, key] of [[sign.select, "sign"], [cmap.select, "colormap"]]) {
-    scope.listen(ctl, "change", () => {
-      model.set(key, /** @type {HTMLSelectElement} */ (ctl).value);
-      saveSoon();
-    });
-  }
+  bindControl(scope, model, method.select, "method");
+  bindControl(scope, model, layer.select, "layer", { parse: (v) => (v === "" ? null : v) });
   scope.listen(cancel, "click", () => model.send({ type: "cancel" }));
   scope.listen(runAgain, "click", () => model.send({ type: "run" }));
   scope.listen(canvas, "mousemove", (/** @type {MouseEvent} */ e) => {
@@ -383,25 +318,12 @@ function renderView(model, el) {
       tooltip.hidden = true;
       return;
     }
-    const rr = root.getBoundingClientRect();
-    showTooltip(tooltip, `(${row}, ${col})\n${fmt(result.values[row * result.w + col])}`, e.clientX - rr.left, e.clientY - rr.top);
+    showTooltip(tooltip, `(${row}, ${col})\n${fmt(result.values[row * result.w + col])}`, e, root);
   });
   scope.listen(canvas, "mouseleave", () => {
     tooltip.hidden = true;
   });
-  scope.add(() => {
-    if (saveTimer) {
-      clearTimeout(saveTimer);
-      model.save_changes();
-    }
-  });
 
-  for (const key of ["opacity", "colormap", "sign", "clip_percentile"]) {
-    scope.onModel(model, `change:${key}`, () => {
-      syncDisplayControls();
-      paint();
-    });
-  }
   scope.onModel(model, "change:_image", () => {
     loadImage();
     paint();
@@ -424,7 +346,6 @@ function renderView(model, el) {
   for (const key of ["layer", "_layers", "_auto_layer"]) scope.onModel(model, `change:${key}`, syncLayer);
 
   syncMethod();
-  syncDisplayControls();
   syncStatus();
   loadImage();
   loadResult();

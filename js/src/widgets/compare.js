@@ -3,14 +3,14 @@
 // colour scale (shared, per method, per panel), sign, colormap, clipping and opacity are applied here.
 
 import { decode } from "../codec.js";
-import { COLORMAPS, isDiverging, lut } from "../colormap.js";
-import { Scope, fmt, h, labelledSelect, markPainted, mountRoot } from "../dom.js";
+import { isDiverging, lut } from "../colormap.js";
+import { Scope, bindControl, colorLegend, fmt, h, labelledSelect, markPainted, mountRoot } from "../dom.js";
+import { heatmapControls } from "../heatmap_controls.js";
 import {
-  OVERLAY_CSS, SIGNS, blendOverlay, mergeSorted, overlayColormap, overlayRange, paintColorbar, sortedMagnitudes,
+  OVERLAY_CSS, blendOverlay, fitCanvas, mergeSorted, overlayColormap, overlayRange, paintColorbar, sortedMagnitudes,
 } from "../overlay.js";
 
 const PANEL_SIDE = 180;
-const SAVE_DELAY_MS = 250;
 
 const COMPARE_CSS = `
 .cnnw-compare-grid {
@@ -59,30 +59,14 @@ function renderCompare(model, el) {
   const scale = labelledSelect("scale", "cnnw-scale", [
     ["shared", "shared by all panels"], ["per-method", "per method (row)"], ["per-panel", "per panel"],
   ]);
-  const sign = labelledSelect("show", "cnnw-sign", SIGNS.map((s) => [s, s === "all" ? "all (signed)" : s]));
-  const cmap = labelledSelect("colormap", "cnnw-colormap", COLORMAPS.map((n) => [n, n]));
-  const opacity = /** @type {HTMLInputElement} */ (h("input", {
-    className: "cnnw-opacity",
-    attrs: { type: "range", min: "0", max: "1", step: "0.05", "aria-label": "heatmap opacity" },
-  }));
-  const clip = /** @type {HTMLInputElement} */ (h("input", {
-    className: "cnnw-clip",
-    attrs: { type: "range", min: "50", max: "100", step: "0.5", "aria-label": "clip at percentile" },
-  }));
-  const clipValue = h("span", { className: "cnnw-value" });
-  const bar = /** @type {HTMLCanvasElement} */ (h("canvas"));
-  const barLo = h("span");
-  const barHi = h("span");
+  const display = heatmapControls(model, scope, paint);
   const legendNote = h("span");
+  const { legend, bar, lo: barLo, hi: barHi } = colorLegend(legendNote);
   const grid = h("div", { className: "cnnw-compare-grid" });
 
   root.append(
-    h("div", { className: "cnnw-toolbar" }, [
-      scale.wrap, sign.wrap, cmap.wrap,
-      h("label", { className: "cnnw-control" }, [h("span", { text: "opacity" }), opacity]),
-      h("label", { className: "cnnw-control" }, [h("span", { text: "clip at" }), clip, clipValue]),
-    ]),
-    h("div", { className: "cnnw-legend" }, [barLo, bar, barHi, legendNote]),
+    h("div", { className: "cnnw-toolbar" }, [scale.wrap, ...display.controls]),
+    legend,
     grid,
   );
 
@@ -92,16 +76,6 @@ function renderCompare(model, el) {
   let maps = null;
   /** @type {Array<Array<{canvas: HTMLCanvasElement, caption: HTMLElement} | null>>} */
   let panels = [];
-  let saveTimer = 0;
-
-  /** Send local display changes to the kernel once the user pauses (nothing is recomputed there). */
-  function saveSoon() {
-    clearTimeout(saveTimer);
-    saveTimer = window.setTimeout(() => {
-      saveTimer = 0;
-      model.save_changes();
-    }, SAVE_DELAY_MS);
-  }
 
   /** Decode images and the stacked maps (each panel times its peak). */
   function load() {
@@ -157,7 +131,6 @@ function renderCompare(model, el) {
     const cells = [h("div")];
     for (const label of cols) cells.push(h("div", { className: "cnnw-col-label", text: label }));
     panels = [];
-    const side = images ? PANEL_SIDE / Math.max(images.h, images.w) : 1;
     rows.forEach((/** @type {string} */ label, /** @type {number} */ r) => {
       cells.push(h("div", { className: "cnnw-row-label", text: label }));
       if (errors[r]) {
@@ -172,13 +145,7 @@ function renderCompare(model, el) {
         const canvas = /** @type {HTMLCanvasElement} */ (h("canvas", {
           className: "cnnw-overlay", attrs: { "aria-label": `${label}, ${cols[c]}` },
         }));
-        if (images) {
-          canvas.width = images.w;
-          canvas.height = images.h;
-          canvas.style.width = `${Math.round(images.w * side)}px`;
-          canvas.style.height = `${Math.round(images.h * side)}px`;
-          canvas.style.imageRendering = side >= 2 ? "pixelated" : "auto";
-        }
+        if (images) fitCanvas(canvas, images.h, images.w, PANEL_SIDE);
         const caption = h("div", { className: "cnnw-caption" });
         cells.push(h("div", { className: "cnnw-panel" }, [canvas, caption]));
         row.push({ canvas, caption });
@@ -249,42 +216,11 @@ function renderCompare(model, el) {
     markPainted(root, mode, performance.now());
   }
 
-  /** Put the display traits into their controls. */
-  function syncControls() {
+  bindControl(scope, model, scale.select, "scale", { save: display.save });
+  scope.onModel(model, "change:scale", () => {
     scale.select.value = model.get("scale");
-    sign.select.value = model.get("sign");
-    cmap.select.value = model.get("colormap");
-    opacity.value = String(model.get("opacity"));
-    clip.value = String(model.get("clip_percentile"));
-    clipValue.textContent = `${Number(model.get("clip_percentile"))}%`;
-  }
-
-  for (const [ctl, key] of [[scale.select, "scale"], [sign.select, "sign"], [cmap.select, "colormap"]]) {
-    scope.listen(ctl, "change", () => {
-      model.set(key, /** @type {HTMLSelectElement} */ (ctl).value);
-      saveSoon();
-    });
-  }
-  scope.listen(opacity, "input", () => {
-    model.set("opacity", Number(opacity.value));
-    saveSoon();
+    paint();
   });
-  scope.listen(clip, "input", () => {
-    model.set("clip_percentile", Number(clip.value));
-    saveSoon();
-  });
-  scope.add(() => {
-    if (saveTimer) {
-      clearTimeout(saveTimer);
-      model.save_changes();
-    }
-  });
-  for (const key of ["scale", "sign", "colormap", "opacity", "clip_percentile"]) {
-    scope.onModel(model, `change:${key}`, () => {
-      syncControls();
-      paint();
-    });
-  }
   for (const key of ["_maps", "_images", "_peaks", "row_labels", "column_labels", "errors"]) {
     scope.onModel(model, `change:${key}`, () => {
       load();
@@ -293,7 +229,7 @@ function renderCompare(model, el) {
     });
   }
 
-  syncControls();
+  scale.select.value = model.get("scale");
   load();
   build();
   paint();

@@ -4,11 +4,11 @@
 import { decode } from "../codec.js";
 import { COLORMAPS, colorRange, isDiverging, lut, tileRanges } from "../colormap.js";
 import {
-  Scope, accentColor, fmt, h, labelledSelect, markPainted, mountRoot, outlineSlot, publishLayout, setOptions,
-  showTooltip,
+  Scope, accentColor, bindControl, colorLegend, fmt, gridPointer, h, labelledSelect, markPainted, mountRoot,
+  outlineSlot, publishLayout, setOptions, tooltipBox,
 } from "../dom.js";
 import { filterTiles, isRgbLayer } from "../filters.js";
-import { blitTiles, colorizeRgb, colorizeScalar, hitTest, layoutGrid, packLut } from "../grid.js";
+import { blitTiles, colorizeRgb, colorizeScalar, layoutGrid, packLut } from "../grid.js";
 import { paintColorbar } from "../overlay.js";
 
 const GRID_WIDTH = 560;
@@ -32,12 +32,8 @@ function renderFilterGrid(model, el) {
   const grid = /** @type {HTMLCanvasElement} */ (h("canvas", { className: "cnnw-grid", attrs: { "aria-label": "filters" } }));
   const detail = /** @type {HTMLCanvasElement} */ (h("canvas", { className: "cnnw-filter-detail", attrs: { "aria-label": "input channels of the selected filter" } }));
   const detailCaption = h("div", { className: "cnnw-caption cnnw-detail-caption" });
-  const bar = /** @type {HTMLCanvasElement} */ (h("canvas"));
-  const barLo = h("span");
-  const barHi = h("span");
-  const legend = h("div", { className: "cnnw-legend" }, [barLo, bar, barHi]);
-  const tooltip = h("div", { className: "cnnw-tooltip", attrs: { role: "tooltip" } });
-  tooltip.hidden = true;
+  const { legend, bar, lo: barLo, hi: barHi } = colorLegend();
+  const tooltip = tooltipBox();
 
   root.append(
     h("div", { className: "cnnw-toolbar" }, [layerSel.wrap, inputSel.wrap, normSel.wrap, cmapSel.wrap]),
@@ -174,53 +170,26 @@ function renderFilterGrid(model, el) {
   /** What the grid shows, if it is the current layer (not the previous one while weights load). */
   const live = () => (shown && weights?.layer === model.get("layer") ? shown : null);
 
-  scope.listen(grid, "mousemove", (/** @type {MouseEvent} */ e) => {
-    const s = live();
-    if (!s) return;
-    const r = grid.getBoundingClientRect();
-    const hit = hitTest(s.L, e.clientX - r.left, e.clientY - r.top);
-    if (!hit) {
-      tooltip.hidden = true;
-      return;
-    }
-    const { tiles, L } = s;
-    const size = L.tileH * L.tileW;
-    const p = hit.row * L.tileW + hit.col;
-    const o = hit.slot;
-    const value = tiles.rgb
-      ? ["R", "G", "B"].map((c, j) => `${c} ${fmt(tiles.values[(3 * o + j) * size + p])}`).join("  ")
-      : fmt(tiles.values[o * size + p]);
-    const rr = root.getBoundingClientRect();
-    showTooltip(tooltip, `filter ${o} · (${hit.row}, ${hit.col})\n${value}`, e.clientX - rr.left, e.clientY - rr.top);
+  gridPointer(scope, root, grid, tooltip, {
+    live,
+    describe({ tiles, L }, hit) {
+      const size = L.tileH * L.tileW;
+      const p = hit.row * L.tileW + hit.col;
+      const o = hit.slot;
+      const value = tiles.rgb
+        ? ["R", "G", "B"].map((c, j) => `${c} ${fmt(tiles.values[(3 * o + j) * size + p])}`).join("  ")
+        : fmt(tiles.values[o * size + p]);
+      return `filter ${o} · (${hit.row}, ${hit.col})\n${value}`;
+    },
+    pick(_, hit) {
+      model.set("selected", model.get("selected") === hit.slot ? -1 : hit.slot);
+      model.save_changes();
+    },
   });
-  scope.listen(grid, "mouseleave", () => {
-    tooltip.hidden = true;
-  });
-  scope.listen(grid, "click", (/** @type {MouseEvent} */ e) => {
-    const s = live();
-    if (!s) return;
-    const r = grid.getBoundingClientRect();
-    const hit = hitTest(s.L, e.clientX - r.left, e.clientY - r.top);
-    if (!hit) return;
-    model.set("selected", model.get("selected") === hit.slot ? -1 : hit.slot);
-    model.save_changes();
-  });
-  scope.listen(layerSel.select, "change", () => {
-    model.set("layer", layerSel.select.value);
-    model.save_changes();
-  });
-  scope.listen(inputSel.select, "change", () => {
-    model.set("input_channel", Number(inputSel.select.value));
-    model.save_changes();
-  });
-  scope.listen(normSel.select, "change", () => {
-    model.set("normalize", normSel.select.value);
-    model.save_changes();
-  });
-  scope.listen(cmapSel.select, "change", () => {
-    model.set("colormap", cmapSel.select.value);
-    model.save_changes();
-  });
+  bindControl(scope, model, layerSel.select, "layer");
+  bindControl(scope, model, inputSel.select, "input_channel", { parse: Number });
+  bindControl(scope, model, normSel.select, "normalize");
+  bindControl(scope, model, cmapSel.select, "colormap");
   for (const key of ["_weights", "layer", "input_channel", "normalize", "colormap", "layers"]) {
     scope.onModel(model, `change:${key}`, paint);
   }
