@@ -81,12 +81,12 @@ def check_opacity(value: float) -> float:
 
 
 def check_index(what: str, value: Any, count: int, where: str) -> int:
-    """Validate an index trait that is -1 (none) or in ``0‥count-1``."""
+    """Validate an index trait that is -1 (none) or in ``0‥count-1``; ``where`` says what has ``count``."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise WidgetValueError(f"{what} must be an int (-1 for none), got {value!r}")
     if not -1 <= value < count:
         span = f"0‥{count - 1}, or -1" if count else "only -1"
-        raise WidgetValueError(f"{what} {value} is out of range: {where} has {count}; use {span}")
+        raise WidgetValueError(f"{what} {value} is out of range: {where}; use {span}")
     return value
 
 
