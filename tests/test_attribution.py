@@ -577,7 +577,11 @@ def test_deeplift_refuses_reused_nonlinearities_clearly():
         ("occlusion", {"sliding_window_shapes": 99}, "does not fit the input"),
         ("score_cam", {"batch_size": True}, "expected an int"),
         ("grad_cam", {"relu_attributions": "yes"}, "True or False"),
-        ("integrated_gradients", {"n_step": 5}, r"did you mean 'n_steps'.*valid options of 'integrated_gradients': n_steps"),
+        (
+            "integrated_gradients",
+            {"n_step": 5},
+            r"did you mean 'n_steps'.*valid options of 'integrated_gradients': n_steps",
+        ),
         ("saliency", {"n_steps": 5}, "valid options of 'saliency': abs"),
         ("hires_cam", {"batch_size": 5}, "valid options of 'hires_cam': none"),
     ],

@@ -143,7 +143,9 @@ def ref_cam(a: np.ndarray, g: np.ndarray, *, model: nn.Module, used: list[int], 
     return weighted(w, a)
 
 
-def ref_score_cam(a: np.ndarray, g: np.ndarray, *, model: nn.Module, used: list[int], x: torch.Tensor, **_) -> np.ndarray:
+def ref_score_cam(
+    a: np.ndarray, g: np.ndarray, *, model: nn.Module, used: list[int], x: torch.Tensor, **_
+) -> np.ndarray:
     """Wang et al. as pytorch-grad-cam does it: each channel upsampled (bilinear, corners aligned) and
     min-max scaled masks the input; softmax over channels of the masked target logits weights them."""
     n, c = a.shape[:2]
