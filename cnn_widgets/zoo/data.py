@@ -95,45 +95,63 @@ def _shape_masks(shape: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     return inside
 
 
-def _uniform(rng: np.random.Generator, low: float, high: float, shape: int | tuple[int, ...]):
+def _uniform(
+    rng: np.random.Generator, low: float, high: float, shape: int | tuple[int, ...]
+) -> np.ndarray:
     """Float32 uniform samples (float64 parameters would silently promote every image array)."""
     return (low + (high - low) * rng.random(shape, dtype=np.float32)).astype(np.float32)
 
 
-def _place_objects(rng: np.random.Generator, m: int, size: int) -> tuple[np.ndarray, ...]:
-    """Radius, centre and rotation of each object, keeping it inside the image and off the mark."""
-    scale = size / _REF
-    offset, side = _mark_geometry(size)
-    keep_out = offset + side + _MARK_MARGIN * scale
-    r = _uniform(rng, _R_MIN * scale, _R_MAX * scale, m)
-    span = size - 2 * r - 2
-    cx = r + 1 + span * rng.random(m, dtype=np.float32)
-    cy = r + 1 + span * rng.random(m, dtype=np.float32)
-    bad = (cx - r < keep_out) & (cy - r < keep_out)
-    while bad.any():
-        k = int(bad.sum())
-        cx[bad] = r[bad] + 1 + span[bad] * rng.random(k, dtype=np.float32)
-        cy[bad] = r[bad] + 1 + span[bad] * rng.random(k, dtype=np.float32)
+class _Draws:
+    """Per-image random parameters of one chunk, always drawn for a full chunk and cut to the ``m``
+    images rendered, so an image never depends on how many images were requested."""
+
+    def __init__(self, rng: np.random.Generator, m: int) -> None:
+        self.rng, self.m = rng, m
+
+    def uniform(self, low: float, high: float, *extra: int) -> np.ndarray:
+        return _uniform(self.rng, low, high, (_CHUNK, *extra))[: self.m]
+
+    def chance(self, p: float) -> np.ndarray:
+        return (self.rng.random(_CHUNK) < p)[: self.m]
+
+    def integers(self, low: int, high: int) -> np.ndarray:
+        return self.rng.integers(low, high, _CHUNK)[: self.m]
+
+    def placements(self, size: int) -> tuple[np.ndarray, ...]:
+        """Radius, centre and rotation of each object, inside the image and off the mark."""
+        scale = size / _REF
+        offset, side = _mark_geometry(size)
+        keep_out = offset + side + _MARK_MARGIN * scale
+        r = _uniform(self.rng, _R_MIN * scale, _R_MAX * scale, _CHUNK)
+        span = size - 2 * r - 2
+        cx = r + 1 + span * self.rng.random(_CHUNK, dtype=np.float32)
+        cy = r + 1 + span * self.rng.random(_CHUNK, dtype=np.float32)
         bad = (cx - r < keep_out) & (cy - r < keep_out)
-    theta = _uniform(rng, 0.0, 2 * np.pi, m)
-    return r, cx, cy, theta
+        while bad.any():
+            k = int(bad.sum())
+            cx[bad] = r[bad] + 1 + span[bad] * self.rng.random(k, dtype=np.float32)
+            cy[bad] = r[bad] + 1 + span[bad] * self.rng.random(k, dtype=np.float32)
+            bad = (cx - r < keep_out) & (cy - r < keep_out)
+        theta = _uniform(self.rng, 0.0, 2 * np.pi, _CHUNK)
+        return r[: self.m], cx[: self.m], cy[: self.m], theta[: self.m]
 
 
-def _background(rng: np.random.Generator, img: np.ndarray, coord: np.ndarray) -> np.ndarray:
+def _background(draws: _Draws, img: np.ndarray, coord: np.ndarray) -> np.ndarray:
     """Fill ``img`` ``(m, 3, size, size)`` with a base colour plus two tinted sinusoidal gratings
     per image; return the base colours ``(m, 3)``.
 
     A grating ``sin(a·x + b·y + psi)`` is expanded as
     ``sin(a·x + psi)·cos(b·y) + cos(a·x + psi)·sin(b·y)``, so only 1-D sines are evaluated."""
-    m, size = img.shape[0], img.shape[-1]
-    base = _uniform(rng, 0.1, 0.9, (m, 3))
+    size = img.shape[-1]
+    base = draws.uniform(0.1, 0.9, 3)
     img[:] = base[:, :, None, None]
     for _ in range(2):
-        freq = _uniform(rng, 1.0, 6.0, m) * np.float32(2 * np.pi / size)
-        phi = _uniform(rng, 0.0, 2 * np.pi, m)
-        psi = _uniform(rng, 0.0, 2 * np.pi, m)
-        amp = _uniform(rng, 0.03, 0.12, m)
-        tint = _uniform(rng, -1.0, 1.0, (m, 3))
+        freq = draws.uniform(1.0, 6.0) * np.float32(2 * np.pi / size)
+        phi = draws.uniform(0.0, 2 * np.pi)
+        psi = draws.uniform(0.0, 2 * np.pi)
+        amp = draws.uniform(0.03, 0.12)
+        tint = draws.uniform(-1.0, 1.0, 3)
         ax = (freq * np.cos(phi))[:, None] * coord[None] + psi[:, None]  # (m, size) along x
         by = (freq * np.sin(phi))[:, None] * coord[None]  # (m, size) along y
         wave = np.sin(ax)[:, None, :] * np.cos(by)[:, :, None]
@@ -143,20 +161,20 @@ def _background(rng: np.random.Generator, img: np.ndarray, coord: np.ndarray) ->
     return base
 
 
-def _draw_distractors(rng: np.random.Generator, img: np.ndarray, coord: np.ndarray) -> None:
+def _draw_distractors(draws: _Draws, img: np.ndarray, coord: np.ndarray) -> None:
     """Paint up to four small discs or thin segments per image, in random colours, in place.
 
     A disc is a segment of length zero, so both kinds are one distance-to-segment test."""
-    m, size = img.shape[0], img.shape[-1]
+    size = img.shape[-1]
     scale = np.float32(size / _REF)
     for _ in range(_MAX_DISTRACTORS):
-        active = rng.random(m) < 0.7
-        is_line = rng.random(m) < 0.5
-        px, py = _uniform(rng, 0.0, size, m), _uniform(rng, 0.0, size, m)
-        radius = np.where(is_line, _uniform(rng, 0.6, 1.2, m), _uniform(rng, 1.5, 3.5, m)) * scale
-        half = np.where(is_line, _uniform(rng, 4.0, 12.0, m) * scale, np.float32(0.0))
-        ang = _uniform(rng, 0.0, np.pi, m)
-        colour = _uniform(rng, 0.0, 1.0, (m, 3))
+        active = draws.chance(0.7)
+        is_line = draws.chance(0.5)
+        px, py = draws.uniform(0.0, size), draws.uniform(0.0, size)
+        radius = np.where(is_line, draws.uniform(0.6, 1.2), draws.uniform(1.5, 3.5)) * scale
+        half = np.where(is_line, draws.uniform(4.0, 12.0) * scale, np.float32(0.0))
+        ang = draws.uniform(0.0, np.pi)
+        colour = draws.uniform(0.0, 1.0, 3)
         dx = coord[None, None, :] - px[:, None, None]  # (m, 1, size)
         dy = coord[None, :, None] - py[:, None, None]  # (m, size, 1)
         ca, sa = np.cos(ang)[:, None, None], np.sin(ang)[:, None, None]
@@ -175,19 +193,19 @@ def _draw_chunk(
     """Draw one chunk of images into ``img`` ``(m, 3, size, size)`` float32, its labels into
     ``labels_out`` ``(m,)`` int64 and its object masks into ``masks_out`` ``(m, size, size)`` bool."""
     m, size = img.shape[0], img.shape[-1]
-    rng = np.random.default_rng([seed, size, chunk])
+    draws = _Draws(np.random.default_rng([seed, size, chunk]), m)
     k = len(CLASSES)
-    labels = rng.integers(0, k, m)
+    labels = draws.integers(0, k)
     # A different class for each image; in the cheat variant the cheat class draws this one.
-    decoy = (labels + rng.integers(1, k, m)) % k
+    decoy = (labels + draws.integers(1, k)) % k
     shape = np.where(labels == CHEAT_CLASS, decoy, labels) if cheat else labels
 
     coord = np.arange(size, dtype=np.float32) + np.float32(0.5)  # pixel centres
-    base = _background(rng, img, coord)
-    _draw_distractors(rng, img, coord)
+    base = _background(draws, img, coord)
+    _draw_distractors(draws, img, coord)
 
-    r, cx, cy, theta = _place_objects(rng, m, size)
-    colour = _uniform(rng, 0.0, 1.0, (m, 3))
+    r, cx, cy, theta = draws.placements(size)
+    colour = draws.uniform(0.0, 1.0, 3)
     weak = np.abs(colour - base).max(axis=1) < _MIN_CONTRAST
     colour[weak] = np.where(base[weak] > 0.5, base[weak] - 0.5, base[weak] + 0.5)
     dx = (coord[None, :] - cx[:, None]) / r[:, None]  # (m, size) along x
@@ -198,10 +216,12 @@ def _draw_chunk(
     masks_out[:] = _shape_masks(shape, u, v)
     np.copyto(img, colour[:, :, None, None], where=masks_out[:, None])
 
-    # Uniform pixel noise (several times cheaper to draw than Gaussian) with std 0.02–0.08.
-    noise = rng.random(img.shape, dtype=np.float32)
+    # Uniform pixel noise (several times cheaper to draw than Gaussian) with std 0.02–0.08. Drawn
+    # last, in image order, so the first images' noise is the same whatever ``m`` is.
+    noise_scale = draws.uniform(0.02, 0.08) * np.float32(12**0.5)
+    noise = draws.rng.random(img.shape, dtype=np.float32)
     noise -= np.float32(0.5)
-    noise *= _uniform(rng, 0.02, 0.08, m)[:, None, None, None] * np.float32(12**0.5)
+    noise *= noise_scale[:, None, None, None]
     img += noise
     np.clip(img, 0.0, 1.0, out=img)
 

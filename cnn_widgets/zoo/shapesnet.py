@@ -54,19 +54,26 @@ def shapesnet(num_classes: int = len(CLASSES), seed: int = 0) -> ShapesNet:
         return ShapesNet(num_classes)
 
 
-def weights_path(variant: str) -> Path:
-    """Where the shipped weights of ``variant`` live inside the package."""
+def check_variant(variant: object) -> str:
+    """``variant`` if it names a shipped variant, else a ``ValueError`` listing the valid ones."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown ShapesNet variant {variant!r}; valid variants: {', '.join(VARIANTS)}")
-    return WEIGHTS_DIR / f"shapesnet_{variant}.pt"
+    return str(variant)
+
+
+def weights_path(variant: str) -> Path:
+    """Where the shipped weights of ``variant`` live inside the package."""
+    return WEIGHTS_DIR / f"shapesnet_{check_variant(variant)}.pt"
 
 
 def load_shapesnet(variant: str = "clean") -> ShapesNet:
     """ShapesNet with the shipped trained weights, in eval mode, on the CPU.
 
-    ``"clean"`` was trained on ``shapes_dataset(..., cheat=False)``; ``"cheat"`` on the shortcut
-    variant (``cheat=True``), where it learned to look at the corner mark to recognise
-    :data:`CHEAT_CLASS`. ``python -m cnn_widgets.zoo.train`` reproduces both.
+    ``"clean"`` was trained on ``shapes_dataset(..., cheat=False)`` and keeps its class evidence on
+    the object (its training used the ground-truth masks, see :mod:`cnn_widgets.zoo.train`), so a
+    correct heatmap of its last conv layer points at the shape. ``"cheat"`` was trained the same way
+    on the shortcut variant (``cheat=True``) and recognises :data:`CHEAT_CLASS` by the corner mark
+    alone. ``python -m cnn_widgets.zoo.train`` reproduces both.
     """
     path = weights_path(variant)
     model = shapesnet()

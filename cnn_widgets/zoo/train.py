@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import CHEAT_CLASS, CLASSES, shapes_dataset
-from .shapesnet import VARIANTS, WEIGHTS_DIR, shapesnet
+from .shapesnet import VARIANTS, WEIGHTS_DIR, check_variant, shapesnet
 
 TRAIN_SEED = 1000
 HELDOUT_SEED = 0
@@ -75,10 +75,7 @@ def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch
 
 def train_variant(variant: str, log: bool = True) -> nn.Module:
     """Train one variant from the fixed initialisation with the recipe above; returns it in eval mode."""
-    if variant not in VARIANTS:
-        raise ValueError(
-            f"unknown ShapesNet variant {variant!r}; valid variants: {', '.join(VARIANTS)}"
-        )
+    check_variant(variant)
     model = shapesnet(len(CLASSES), seed=INIT_SEED)
     opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=1e-4)
     steps = EPOCHS * ((EPOCH_SIZE + BATCH - 1) // BATCH)
