@@ -3,17 +3,17 @@
 1. Wrapper overhead: ``cnn_widgets.attribute`` against Captum called directly with the same arguments,
    for integrated gradients (50 steps) and Grad-CAM; runs interleaved (alternating which goes first),
    medians compared in the same run. Target: ≤ 1.05×.
-2. Each method's time with its default options (one run each; fast methods take the median of three),
-   with the ratio to saliency.
+2. Each method's time with its default options (median of three runs), with the ratio to saliency.
 3. Cancel latency of slow methods: a cancel requested from another thread at 40% of the method's time,
    as the widget does it, until ``attribute`` has returned.
 
-Run: ``.venv/bin/python bench/bench_attribution.py`` (about three minutes on two idle cores).
+Run: ``.venv/bin/python bench/bench_attribution.py`` (about two and a half minutes on two idle cores).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import threading
 import time
@@ -36,8 +36,11 @@ def timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def overhead(model: torch.nn.Module, pixels: torch.Tensor, rounds: dict[str, int]) -> list[tuple[str, float, float]]:
-    """(case, median Captum seconds, median wrapper / median Captum) for IG and Grad-CAM."""
+def overhead(
+    model: torch.nn.Module, pixels: torch.Tensor, rounds: dict[str, int]
+) -> list[tuple[str, float, float, tuple[float, float, float]]]:
+    """(case, median Captum seconds, median wrapper / median Captum, quartiles of the per-round ratios)
+    for IG and Grad-CAM; the quartiles show how noisy the machine was."""
     x = pixels[None]
 
     def captum_ig() -> object:
@@ -65,7 +68,9 @@ def overhead(model: torch.nn.Module, pixels: torch.Tensor, rounds: dict[str, int
             for fn in pair:
                 (times_direct if fn is direct else times_ours).append(timed(fn))
         med_direct, med_ours = statistics.median(times_direct), statistics.median(times_ours)
-        rows.append((case, med_direct, med_ours / med_direct))
+        per_round = [o / d for o, d in zip(times_ours, times_direct)]
+        quartiles = tuple(statistics.quantiles(per_round, n=4)) if len(per_round) > 1 else (per_round[0],) * 3
+        rows.append((case, med_direct, med_ours / med_direct, quartiles))
     return rows
 
 
@@ -74,11 +79,10 @@ def per_method(model: torch.nn.Module, pixels: torch.Tensor) -> list[tuple[str, 
     rows = []
     for name, info in METHODS.items():
         layer = LAYER if info.needs_layer else None
-        runs = 1 if info.slow else 3
         times = []
         note = "slow: progress + cancel" if info.slow else ""
         try:
-            for _ in range(runs):
+            for _ in range(3):
                 torch.manual_seed(0)
                 np.random.seed(0)
                 times.append(timed(lambda: attribute(model, pixels, name, target=TARGET, layer=layer)))
@@ -125,7 +129,7 @@ def cancel_latency(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--ig-rounds", type=int, default=5)
+    parser.add_argument("--ig-rounds", type=int, default=9)
     parser.add_argument("--cam-rounds", type=int, default=31)
     args = parser.parse_args()
     model = resnet18_like(num_classes=1000)
@@ -134,10 +138,10 @@ def main() -> None:
           f"{torch.get_num_threads()} threads\n")
 
     rounds = {"integrated_gradients (50 steps)": args.ig_rounds, "grad_cam": args.cam_rounds}
-    print("| case | Captum direct (s, median) | cnn_widgets / Captum |")
-    print("|---|---:|---:|")
-    for case, seconds, ratio in overhead(model, pixels, rounds):
-        print(f"| {case} | {seconds:.3f} | {ratio:.3f}× |")
+    print("| case | rounds | Captum direct (s, median) | cnn_widgets / Captum (medians) | per-round ratio quartiles |")
+    print("|---|---:|---:|---:|---|")
+    for case, seconds, ratio, (q1, q2, q3) in overhead(model, pixels, rounds):
+        print(f"| {case} | {rounds[case]} | {seconds:.3f} | {ratio:.3f}× | {q1:.3f} / {q2:.3f} / {q3:.3f} |")
 
     rows = per_method(model, pixels)
     base = next(s for n, s, _ in rows if n == "saliency")
@@ -153,7 +157,8 @@ def main() -> None:
     print("\n| slow method | cancel requested after (s) | cancel latency (s) |")
     print("|---|---:|---:|")
     for name, after, seconds in cancel_latency(model, pixels, durations):
-        print(f"| {name} | {after:.2f} | {seconds:.3f} |")
+        latency = "finished before the cancel" if math.isnan(seconds) else f"{seconds:.3f}"
+        print(f"| {name} | {after:.2f} | {latency} |")
 
 
 if __name__ == "__main__":

@@ -1040,7 +1040,8 @@ def _run_method(
     """Run ``info``'s method in eval mode on the model's device; the model's state is restored after."""
     state = ModelState(model)
     try:
-        model.eval()
+        if any(m.training for m in model.modules()):
+            model.eval()
         x = batch.to(model_device(model))
         run = _Run(model, x, targets, None, opts, reporter, chunked=chunked)
         if info.needs_layer:
@@ -1100,8 +1101,8 @@ def attribute(
         raw, full, run = _run_method(model, batch, info, targets, layer, opts, reporter, progress is not None)
     raw = raw.detach().cpu()
     result_map = _reduce(full.detach(), info.reduction).float().cpu().contiguous()
-    bad = int((~torch.isfinite(result_map)).sum())
-    if bad:
+    if not bool(torch.isfinite(result_map).all()):
+        bad = int((~torch.isfinite(result_map)).sum())
         raise ValueError(
             f"{method} produced {bad} NaN or infinite values (out of {result_map.numel()}); the model's "
             "output or gradients are not finite for this input. Check the image and the model, or try "

@@ -33,6 +33,7 @@ from torch import nn
 import cnn_widgets
 from cnn_widgets import METHODS, attribute, suggest_target_layer
 from cnn_widgets.attribution import REDUCTIONS, Cancelled, linear_surrogate, patch_mask
+from cnn_widgets.zoo import load_shapesnet
 from cnn_widgets.zoo.resnet import resnet18_like
 
 
@@ -139,13 +140,9 @@ def relu_safe(model: nn.Module) -> nn.Module:
     return clone
 
 
-def shapesnet_or_skip() -> nn.Module:
-    """The bundled trained ShapesNet (skips only while the zoo's weights have not landed)."""
-    zoo = pytest.importorskip("cnn_widgets.zoo")
-    try:
-        return zoo.load_shapesnet("clean")
-    except (AttributeError, FileNotFoundError) as e:
-        pytest.skip(f"ShapesNet weights not available yet: {e}")
+def shapesnet() -> nn.Module:
+    """The bundled trained ShapesNet."""
+    return load_shapesnet("clean")
 
 
 # --- the untouched-model check -----------------------------------------------------------------------
@@ -341,7 +338,7 @@ def test_captum_methods_equal_captum_direct_on_resnet18_like_with_normalisation(
 
 @pytest.mark.parametrize("method", CAPTUM_METHODS)
 def test_captum_methods_equal_captum_direct_on_shapesnet(method):
-    model = shapesnet_or_skip()
+    model = shapesnet()
     _check_against_captum(model, suggest_target_layer(model, image(3, (3, 64, 64))), method, image(3, (3, 64, 64)), 2)
 
 

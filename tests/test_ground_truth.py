@@ -3,34 +3,18 @@ shortcut ("cheat") model's evidence is a known corner mark."""
 
 from __future__ import annotations
 
-import pytest
 import torch
 from test_attribution import single_thread  # noqa: F401 (autouse fixture)
 
-from cnn_widgets import attribute
-
-zoo = pytest.importorskip("cnn_widgets.zoo")
-
-
-def held_out_seed() -> int:
-    """The seed of the zoo's held-out set, which no training epoch used."""
-    from cnn_widgets.zoo.train import HELDOUT_SEED
-
-    return HELDOUT_SEED
-
-
-def load(variant: str) -> torch.nn.Module:
-    try:
-        return zoo.load_shapesnet(variant)
-    except (AttributeError, FileNotFoundError) as e:
-        pytest.skip(f"ShapesNet weights not available yet: {e}")
+from cnn_widgets import attribute, zoo
+from cnn_widgets.zoo.train import HELDOUT_SEED
 
 
 def test_grad_cam_points_at_the_object():
     """Pointing game on 200 held-out images: the hottest pixel of the Grad-CAM of the predicted class lies
     on the object for ≥ 90% of the correctly classified ones."""
-    model = load("clean")
-    images, labels, masks = zoo.shapes_dataset(200, seed=held_out_seed(), size=64)
+    model = zoo.load_shapesnet("clean")
+    images, labels, masks = zoo.shapes_dataset(200, seed=HELDOUT_SEED, size=64)
     result = attribute(model, images, "grad_cam")
     correct = torch.tensor(result.target) == labels
     assert correct.float().mean() > 0.8, "the clean model should classify held-out images well"
@@ -43,8 +27,8 @@ def test_grad_cam_points_at_the_object():
 def test_cheat_model_looks_at_the_mark():
     """On held-out images carrying the shortcut mark, the cheat model's Grad-CAM for the marked class puts
     more mass on the mark than on the object for ≥ 80% of them."""
-    model = load("cheat")
-    images, labels, masks = zoo.shapes_dataset(600, seed=held_out_seed(), size=64, cheat=True)
+    model = zoo.load_shapesnet("cheat")
+    images, labels, masks = zoo.shapes_dataset(600, seed=HELDOUT_SEED, size=64, cheat=True)
     marked = labels == zoo.CHEAT_CLASS
     images, masks = images[marked], masks[marked]
     assert len(images) >= 60
