@@ -1066,14 +1066,14 @@ def attribute(
     model: nn.Module,
     image: Image,
     method: str,
-    /,
     target: int | Sequence[int] | None = None,
     layer: str | None = None,
     mean: Stats = None,
     std: Stats = None,
     *,
     progress: Callable[[float], None] | None = None,
-    **options: Any,
+    options: Mapping[str, Any] | None = None,
+    **kwargs: Any,
 ) -> Attribution:
     """Attribute the ``target`` class score of ``model`` on ``image`` with ``method`` (a key of
     :data:`METHODS`).
@@ -1087,14 +1087,20 @@ def attribute(
 
     The model runs in eval mode and is restored afterwards; the run holds
     :func:`cnn_widgets.capture.model_lock`, so it never overlaps a capture of the same model in another
-    thread. The first three arguments are positional
-    only, so a Captum option named ``method`` (integrated gradients' rule) can be passed by keyword.
+    thread.
+
+    Options come as keywords (``n_steps=32``) or as a mapping, ``options={...}``; the mapping is how to
+    pass an option whose name is taken by an argument here — integrated gradients' rule, which Captum
+    calls ``method``: ``options={"method": "riemann_trapezoid"}``.
     """
     check_model(model)
     info = _method_info(method)
     batch = to_batch(image, mean, std, model=model)
     targets = _normalize_target(target, batch.shape[0])
-    opts = _check_options(info, options)
+    both = set(options or ()) & set(kwargs)
+    if both:
+        raise ValueError(f"option(s) {sorted(both)} given both as keywords and in options=; pass each once")
+    opts = _check_options(info, {**dict(options or {}), **kwargs})
     reporter = cams.Progress(progress)
     reporter.report(0.0)
     with model_lock(model):

@@ -296,7 +296,7 @@ def _check_against_captum(model, layer_name, method, x, target, mean=None, std=N
     options, direct = _captum_cases(layer_of)[method]
     before = snapshot(model)
     seed(7)
-    result = attribute(model, x, method, target=target, layer=layer_name, mean=mean, std=std, **options)
+    result = attribute(model, x, method, target=target, layer=layer_name, mean=mean, std=std, options=options)
     assert_untouched(model, before)
     batch = x[None] if x.ndim == 3 else x
     if mean is not None:
@@ -584,7 +584,7 @@ def test_deeplift_refuses_reused_nonlinearities_clearly():
     ],
 )
 def test_bad_options(method, options, match):
-    _raises(match, tiny_resnet(), image(0), method, **options)
+    _raises(match, tiny_resnet(), image(0), method, options=options)
 
 
 class NaNModel(nn.Module):
@@ -606,3 +606,18 @@ def test_nan_results_are_reported(method):
 def test_public_exports():
     for name in ("attribute", "METHODS", "suggest_target_layer", "Attribution", "Cancelled"):
         assert hasattr(cnn_widgets, name)
+
+
+def test_model_image_and_method_can_be_passed_by_keyword():
+    model = tiny_resnet()
+    result = attribute(model=model, image=image(0), method="saliency", target=1)
+    assert result.method == "saliency" and result.target == 1
+
+
+def test_an_option_named_like_an_argument_goes_through_options():
+    model = tiny_resnet()
+    a = attribute(model, image(0), "integrated_gradients", target=1, n_steps=4,
+                  options={"method": "riemann_trapezoid"})
+    assert a.options["method"] == "riemann_trapezoid" and a.options["n_steps"] == 4
+    with pytest.raises(ValueError, match="both as keywords and in options="):
+        attribute(model, image(0), "integrated_gradients", n_steps=4, options={"n_steps": 5})

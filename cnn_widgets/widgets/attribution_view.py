@@ -458,7 +458,7 @@ class AttributionView(HeatmapDisplay, W.HBox):
             try:
                 result = attribute(
                     self._model, self._input, job.method, job.target, job.layer,
-                    progress=lambda fraction: self._report(job, fraction), **job.options,
+                    progress=lambda fraction: self._report(job, fraction), options=job.options,
                 )
             except Cancelled:
                 return

@@ -176,7 +176,7 @@ def compare(
     for m, method in enumerate(names):
         try:
             with model_lock(model):
-                res = attribute(model, batch, method, chosen, layer, **dict(options.get(method, {})))
+                res = attribute(model, batch, method, chosen, layer, options=options.get(method, {}))
         except Exception as err:  # one failing method must not hide the others: its row says why
             results.append(None)
             errors.append(f"{method} failed: {error_text(err)}")
