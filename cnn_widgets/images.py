@@ -132,7 +132,7 @@ def to_batch(
     With ``model``, the channel count is checked against the model's first convolution; with
     ``single=True`` a batch of more than one image is refused (widgets show one image).
     """
-    return prepare(image, mean, std, model=model, single=single)[0]
+    return _prepare(image, mean, std, model, single, display=False)[0]
 
 
 def prepare(
@@ -145,6 +145,14 @@ def prepare(
 ) -> tuple[torch.Tensor, np.ndarray]:
     """Return ``(batch, display)``: the model input as in :func:`to_batch`, and the first image as an
     H×W×3 uint8 RGB array for display (greyscale replicated, unnormalised)."""
+    batch, display = _prepare(image, mean, std, model, single, display=True)
+    assert display is not None
+    return batch, display
+
+
+def _prepare(
+    image: Image, mean: Stats, std: Stats, model: nn.Module | None, single: bool, display: bool
+) -> tuple[torch.Tensor, np.ndarray | None]:
     t, integer = _as_chw(image)
     if single and t.shape[0] != 1:
         raise ValueError(f"expected one image, got a batch of {t.shape[0]}; pass image[i] to pick one")
@@ -170,7 +178,7 @@ def prepare(
         batch = batch - m
     if s is not None:
         batch = batch / s
-    return batch.contiguous(), _display(pixels[0])
+    return batch.contiguous(), _display(pixels[0]) if display else None
 
 
 def _display(chw: torch.Tensor) -> np.ndarray:
