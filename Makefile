@@ -4,7 +4,7 @@ PY := .venv/bin/python
 PIP := .venv/bin/pip
 STATIC := cnn_widgets/static/activation_browser.js
 
-.PHONY: demo test test-py test-js js install chromium bench clean
+.PHONY: demo test js install chromium lab-quiet bench clean
 
 .stamp-venv: pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
@@ -22,16 +22,20 @@ $(STATIC): js/node_modules/.package-lock.json $(shell find js/src -name '*.js') 
 
 js: $(STATIC)
 
-chromium:
-	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+# root (containers, CI machines) needs --allow-root for Jupyter and no sudo for apt
+ROOT := $(filter 0,$(shell id -u))
+SUDO := $(if $(ROOT),,sudo)
+ROOT_FLAG := $(if $(ROOT),--allow-root,)
 
-install: .stamp-venv js chromium
+chromium:
+	@command -v chromium >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium)
+
+lab-quiet: .stamp-venv
 	.venv/bin/jupyter labextension disable "@jupyterlab/apputils-extension:announcements" >/dev/null 2>&1 || true
 
-# root (containers, CI machines) needs --allow-root
-ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
+install: .stamp-venv js chromium lab-quiet
 
-demo: install
+demo: .stamp-venv js lab-quiet
 	.venv/bin/jupyter lab $(ROOT_FLAG) notebooks/quickstart.ipynb
 
 test: install
