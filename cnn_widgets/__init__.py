@@ -5,12 +5,11 @@ through one codec (:mod:`cnn_widgets.wire`) and are coloured and painted client-
 """
 
 from .attribution import METHODS, Attribution, Cancelled, attribute
-from .capture import ActivationCapture, capture_activations
-from .layers import LayerInfo, conv_layers, layer_table
+from .capture import ActivationCapture, capture_activations, model_lock
+from .layers import LayerInfo, conv_layers, layer_table, suggest_target_layer
 from .widgets import ActivationBrowser, FilterGrid
 from .widgets.attribution_view import AttributionView
 from .widgets.compare import Compare, compare
-from .layers import suggest_target_layer
 
 __version__ = "0.1.0"
 
@@ -18,16 +17,17 @@ __all__ = [
     "METHODS",
     "ActivationBrowser",
     "ActivationCapture",
-    "AttributionView",
-    "FilterGrid",
     "Attribution",
+    "AttributionView",
     "Cancelled",
     "Compare",
+    "FilterGrid",
     "LayerInfo",
     "attribute",
     "capture_activations",
     "compare",
     "conv_layers",
     "layer_table",
+    "model_lock",
     "suggest_target_layer",
 ]
