@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,30 @@ class LayerInfo:
     calls: int = 1
 
 
+def observe(
+    model: nn.Module,
+    batch: torch.Tensor,
+    modules: list[tuple[str, nn.Module]],
+    record: Callable[[str, Any], None],
+) -> Any:
+    """One ``torch.no_grad`` forward pass calling ``record(name, output)`` as each listed module returns;
+    holds the model's lock and leaves no hook and no state change behind. Returns the model's output."""
+    with model_lock(model):
+        state = ModelState(model)
+        handles = []
+        try:
+            for name, module in modules:
+                handles.append(module.register_forward_hook(
+                    lambda _m, _args, output, name=name: record(name, output)
+                ))
+            with torch.no_grad():
+                return model(batch)
+        finally:
+            for h in handles:
+                h.remove()
+            state.restore()
+
+
 def layer_table(model: nn.Module, example: Image | torch.Tensor) -> list[LayerInfo]:
     """Leaf modules (and modules owning parameters directly) in execution order, with output shapes and
     parameter counts from one forward pass on ``example``. Modules that never ran are listed last with
@@ -42,26 +67,12 @@ def layer_table(model: nn.Module, example: Image | torch.Tensor) -> list[LayerIn
     shapes: dict[str, Any] = {}
     calls: dict[str, int] = {}
 
-    def hook_for(name: str):
-        def hook(module: nn.Module, args: Any, output: Any) -> None:
-            calls[name] = calls.get(name, 0) + 1
-            if name not in shapes:
-                shapes[name] = tuple(output.shape) if isinstance(output, torch.Tensor) else None
+    def record(name: str, output: Any) -> None:
+        calls[name] = calls.get(name, 0) + 1
+        if name not in shapes:
+            shapes[name] = tuple(output.shape) if isinstance(output, torch.Tensor) else None
 
-        return hook
-
-    with model_lock(model):
-        state = ModelState(model)
-        handles = []
-        try:
-            for n in wanted:
-                handles.append(modules[n].register_forward_hook(hook_for(n)))
-            with torch.no_grad():
-                model(batch)
-        finally:
-            for h in handles:
-                h.remove()
-            state.restore()
+    observe(model, batch, [(n, modules[n]) for n in wanted], record)
     order = [n for n in shapes] + [n for n in wanted if n not in shapes]
     rows = []
     for n in order:
@@ -92,26 +103,12 @@ def spatial_probe(model: nn.Module, batch: torch.Tensor) -> tuple[str | None, to
     calls: dict[str, int] = {}
     spatial: list[str] = []
 
-    def hook_for(name: str):
-        def hook(module: nn.Module, args: Any, output: Any) -> None:
-            calls[name] = calls.get(name, 0) + 1
-            if isinstance(output, torch.Tensor) and output.ndim == 4 and output.shape[2] * output.shape[3] > 1:
-                spatial.append(name)
+    def record(name: str, output: Any) -> None:
+        calls[name] = calls.get(name, 0) + 1
+        if isinstance(output, torch.Tensor) and output.ndim == 4 and output.shape[2] * output.shape[3] > 1:
+            spatial.append(name)
 
-        return hook
-
-    with model_lock(model):
-        state = ModelState(model)
-        handles = []
-        try:
-            for n, m in modules:
-                handles.append(m.register_forward_hook(hook_for(n)))
-            with torch.no_grad():
-                output = model(batch)
-        finally:
-            for h in handles:
-                h.remove()
-            state.restore()
+    output = observe(model, batch, modules, record)
     once = [n for n in spatial if calls[n] == 1]
     return (once[-1] if once else None), output
 
