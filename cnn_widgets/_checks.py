@@ -3,20 +3,50 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+import os
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 from torch import nn
 
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
-def check_model(model: object) -> nn.Module:
-    """Return ``model`` if it is an ``nn.Module``; otherwise raise a ``TypeError`` saying what to pass."""
+
+def is_script(model: nn.Module) -> bool:
+    """Whether ``model`` is a TorchScript module (``torch.jit.script`` or ``torch.jit.trace``)."""
+    return isinstance(model, torch.jit.ScriptModule)
+
+
+def check_model(model: object, *, hooks: bool = False) -> nn.Module:
+    """Return ``model`` if it is an ``nn.Module`` that can be run here; otherwise raise a ``TypeError``
+    saying what to pass. ``hooks=True``: the caller needs module hooks, which TorchScript modules
+    ignore, so they are refused up front."""
     if not isinstance(model, nn.Module):
         raise TypeError(
             f"expected a torch.nn.Module as the model, got {type(model).__name__}; "
             "pass the network itself (e.g. `model`, not `model.state_dict()` or a function)"
         )
+    if hooks and is_script(model):
+        raise TypeError(
+            f"this model is a TorchScript module ({type(model).__name__}); capturing activations and "
+            "layer-based methods (CAMs, DeepLift, guided backprop) need module hooks, which TorchScript "
+            "ignores. Pass the eager nn.Module it was scripted or traced from (gradient and perturbation "
+            "methods such as saliency, integrated_gradients and occlusion work on TorchScript)"
+        )
+    for t in _tensors(model):
+        if t.is_meta:
+            raise TypeError(
+                "the model's parameters are on the meta device (no values), so it cannot run; load its "
+                "weights first (e.g. model.to_empty(device='cpu') then load_state_dict(...))"
+            )
+        break
     return model
+
+
+def _tensors(model: nn.Module) -> Iterable[torch.Tensor]:
+    yield from model.parameters()
+    yield from model.buffers()
 
 
 def unknown_name_error(kind: str, name: str, known: Iterable[str]) -> ValueError:
@@ -45,10 +75,69 @@ def check_layer_names(model: nn.Module, layers: Iterable[str]) -> list[str]:
     return out
 
 
+def check_layers_arg(layers: object, what: str = "layers") -> list[str] | None:
+    """``None``, or a list of layer names from a name or an iterable of names; a module, a number or
+    bytes is a ``TypeError`` that says what to pass (checked before anything iterates it)."""
+    if layers is None:
+        return None
+    if isinstance(layers, str):
+        return [layers]
+    hint = "pass layer names from model.named_modules(), e.g. ['conv1', 'layer1.0']"
+    if isinstance(layers, nn.Module):
+        raise TypeError(f"{what} must be layer names (str), got the module {type(layers).__name__}; {hint}")
+    if isinstance(layers, (bytes, bytearray)) or not isinstance(layers, Iterable):
+        raise TypeError(f"{what} must be a layer name or a list of names, got {type(layers).__name__}; {hint}")
+    names = list(layers)
+    for name in names:
+        if not isinstance(name, str):
+            raise TypeError(f"{what} must contain layer names (str), got {type(name).__name__} {name!r}; {hint}")
+    return names
+
+
 def model_device(model: nn.Module) -> torch.device:
     """The device of the model's first parameter or buffer (CPU for a model with neither)."""
-    for t in model.parameters():
-        return t.device
-    for t in model.buffers():
+    for t in _tensors(model):
         return t.device
     return torch.device("cpu")
+
+
+def model_input(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
+    """``batch`` on the model's device, in the model's floating dtype (a half or double model gets a
+    half or double input)."""
+    dtype = next((t.dtype for t in _tensors(model) if t.is_floating_point()), batch.dtype)
+    return batch.to(device=model_device(model), dtype=dtype)
+
+
+def raised_here(err: BaseException) -> bool:
+    """Whether ``err`` was raised by cnn_widgets' own code (its innermost frame is in this package)."""
+    tb = err.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb.tb_frame.f_code.co_filename.startswith(_PACKAGE)
+
+
+def forward_error(err: BaseException, batch: torch.Tensor | None, what: str = "the model") -> BaseException:
+    """The error to raise for a failure inside a forward/backward pass: ``err`` itself when it is one
+    of ours (a clear ``ValueError``/``TypeError``) or not an ``Exception``, else a ``ValueError`` naming
+    the input shape, so raw torch or Captum errors never reach the user."""
+    if not isinstance(err, Exception) or (isinstance(err, (ValueError, TypeError)) and raised_here(err)):
+        return err
+    shape = f" on an input of shape {tuple(batch.shape)}" if batch is not None else ""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return ValueError(
+        f"{what} failed{shape}: {type(err).__name__}: {text}. Check the image size and channel count the "
+        "model expects, and mean/std"
+    )
+
+
+def call_forward(model: Callable[[torch.Tensor], Any], batch: torch.Tensor) -> Any:
+    """``model(batch)`` with raw errors turned into a clear ``ValueError`` (see :func:`forward_error`)."""
+    try:
+        return model(batch)
+    except Exception as err:
+        wrapped = forward_error(err, batch)
+        if wrapped is err:
+            raise
+        raise wrapped from err

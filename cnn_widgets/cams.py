@@ -106,16 +106,23 @@ def upsample(raw: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     return F.interpolate(raw, size=tuple(size), mode="bilinear", align_corners=False)
 
 
+Scores = Callable[[torch.Tensor], torch.Tensor]
+
+
 def _layer_pass(
-    model: nn.Module, batch: torch.Tensor, layer: str, targets: Sequence[int] | None, gradients: bool
+    model: nn.Module,
+    batch: torch.Tensor,
+    layer: str,
+    targets: Sequence[int] | None,
+    gradients: bool,
+    scores: Scores | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, list[int], torch.Tensor]:
     """One forward pass recording ``layer``'s output; with ``gradients``, the gradient of the summed
-    target logits with respect to it, back-propagated no further than the layer."""
+    target logits with respect to it, back-propagated no further than the layer. ``scores(x)`` gives
+    the (N, classes) class scores (default: the model's output)."""
     x = batch.detach().requires_grad_(gradients)
     with ActivationCapture(model, [layer], gradients=gradients) as cap, torch.set_grad_enabled(gradients):
-        logits = model(x)
-    if layer not in cap.activations:
-        raise ValueError(f"layer {layer!r} did not run during the forward pass; pick a layer the model uses")
+        logits = (scores or model)(x)
     if f"{layer}#1" in cap.activations:
         raise ValueError(
             f"layer {layer!r} runs more than once per forward pass (a shared module), so its output is "
@@ -169,11 +176,13 @@ def _find_linear_head(model: nn.Module, layer: str, acts: torch.Tensor, logits: 
     )
 
 
-def cam(model: nn.Module, batch: torch.Tensor, layer: str, targets: Sequence[int] | None) -> CamResult:
+def cam(
+    model: nn.Module, batch: torch.Tensor, layer: str, targets: Sequence[int] | None, *, scores: Scores | None = None
+) -> CamResult:
     """CAM (Zhou et al. 2016): ``M = Σ_c W[target, c] · A_c`` with ``W`` the weights of the linear head
     after global average pooling. Signed, no ReLU and no bias, as in the paper; the spatial mean of the
     map plus the head's bias is the target logit."""
-    acts, _, resolved, logits = _layer_pass(model, batch, layer, targets, gradients=False)
+    acts, _, resolved, logits = _layer_pass(model, batch, layer, targets, gradients=False, scores=scores)
     head = _find_linear_head(model, layer, acts, logits)
     weights = head.weight.detach()[torch.tensor(resolved, device=head.weight.device)].to(acts)
     return CamResult(_weighted(weights, acts), resolved, logits)
@@ -216,22 +225,30 @@ _GRADIENT_MAPS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] 
 
 
 def gradient_cam(
-    variant: str, model: nn.Module, batch: torch.Tensor, layer: str, targets: Sequence[int] | None
+    variant: str,
+    model: nn.Module,
+    batch: torch.Tensor,
+    layer: str,
+    targets: Sequence[int] | None,
+    *,
+    scores: Scores | None = None,
 ) -> CamResult:
     """A gradient-based variant (``grad_cam_pp``, ``xgrad_cam``, ``hires_cam``, ``layer_cam``): one
     forward pass, a backward pass down to ``layer`` only, the variant's formula, then a ReLU."""
     formula = _GRADIENT_MAPS[variant]
-    acts, grads, resolved, logits = _layer_pass(model, batch, layer, targets, gradients=True)
+    acts, grads, resolved, logits = _layer_pass(model, batch, layer, targets, gradients=True, scores=scores)
     assert grads is not None
     raw = formula(acts.double(), grads.double()).clamp(min=0)
     return CamResult(raw.to(acts.dtype), resolved, logits)
 
 
-def eigen_cam(model: nn.Module, batch: torch.Tensor, layer: str, targets: Sequence[int] | None) -> CamResult:
+def eigen_cam(
+    model: nn.Module, batch: torch.Tensor, layer: str, targets: Sequence[int] | None, *, scores: Scores | None = None
+) -> CamResult:
     """Eigen-CAM (Muhammad & Yeasin 2020): the activations (positions × channels, centred per channel)
     projected on their first principal component, then a ReLU. Class-agnostic: ``targets`` are only
     resolved for the record. The component's sign is fixed (see the module notes)."""
-    acts, _, resolved, logits = _layer_pass(model, batch, layer, targets, gradients=False)
+    acts, _, resolved, logits = _layer_pass(model, batch, layer, targets, gradients=False, scores=scores)
     n, c, h, w = acts.shape
     maps = []
     for a in acts:
@@ -253,6 +270,8 @@ def score_cam(
     forward: Callable[[torch.Tensor], torch.Tensor],
     progress: Progress,
     batch_size: int = 16,
+    *,
+    scores: Scores | None = None,
 ) -> CamResult:
     """Score-CAM (Wang et al. 2020) as pytorch-grad-cam computes it: each channel, upsampled to the
     input size (bilinear, ``align_corners=True``) and min-max scaled to 0‥1, masks the model input; the
@@ -260,7 +279,7 @@ def score_cam(
 
     ``forward`` evaluates masked inputs ``batch_size`` at a time (the caller's wrapper reports progress
     and may cancel between chunks); nothing is held beyond one chunk of masked inputs."""
-    acts, _, resolved, logits = _layer_pass(model, batch, layer, targets, gradients=False)
+    acts, _, resolved, logits = _layer_pass(model, batch, layer, targets, gradients=False, scores=scores)
     n, c = acts.shape[:2]
     size = batch.shape[2:]
     progress.expect(n * c)

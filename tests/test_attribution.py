@@ -296,7 +296,8 @@ def _check_against_captum(model, layer_name, method, x, target, mean=None, std=N
     options, direct = _captum_cases(layer_of)[method]
     before = snapshot(model)
     seed(7)
-    result = attribute(model, x, method, target=target, layer=layer_name, mean=mean, std=std, options=options)
+    layer = layer_name if METHODS[method].needs_layer else None
+    result = attribute(model, x, method, target=target, layer=layer, mean=mean, std=std, options=options)
     assert_untouched(model, before)
     batch = x[None] if x.ndim == 3 else x
     if mean is not None:

@@ -3,6 +3,7 @@ included), no hooks left behind, the model's state untouched; image forms, bad i
 
 from __future__ import annotations
 
+import copy
 import math
 import pathlib
 from typing import Any
@@ -90,9 +91,26 @@ def disturb(model: nn.Module) -> None:
         modules[1].train(not modules[1].training)
 
 
-def run(model: nn.Module, x: torch.Tensor, **kw: Any) -> dict[str, torch.Tensor]:
+def run(model: nn.Module, x: torch.Tensor, layers: list[str] | None = None) -> dict[str, torch.Tensor]:
+    """The capture engine in the model's own mode (``capture_activations`` switches to eval)."""
     torch.manual_seed(0)
-    return capture_activations(model, x, **kw)
+    with ActivationCapture(model, layers) as cap, torch.no_grad():
+        model(x.clone())
+    return dict(cap.activations)
+
+
+def test_capture_activations_runs_in_eval_mode_and_agrees_with_itself() -> None:
+    """Dropout and train-mode BatchNorm would make two identical calls differ: capture_activations runs
+    the model in eval mode (restored afterwards) and equals an eval-mode reference."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Dropout(0.5), nn.ReLU()).train()
+    x = torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    before = snapshot(model)
+    first, second = capture_activations(model, x), capture_activations(model, x)
+    assert_same_state(before, model)
+    assert all(m.training for m in model.modules())
+    want = archs.reference_activations(copy.deepcopy(model).eval(), x)
+    for key in want:
+        assert torch.equal(first[key], want[key]) and torch.equal(second[key], want[key]), key
 
 
 def reference(model: nn.Module, x: torch.Tensor, **kw: Any) -> dict[str, torch.Tensor]:
@@ -319,8 +337,13 @@ def test_no_hooks_remain_and_state_restored_after_exception_mid_forward(error: t
 
     handle = model.layer2[0].bn2.register_forward_hook(explode)
     with_user_hook = hook_census(model)
-    with pytest.raises(error, match="boom"):
+    # a raw error from inside the model reaches the user as a ValueError naming the input, with the
+    # original chained; an interrupt passes through as it is
+    expected = ValueError if error is RuntimeError else error
+    with pytest.raises(expected, match="boom") as info:
         capture_activations(model, x)
+    if expected is ValueError:
+        assert "(1, 3, 64, 64)" in str(info.value) and isinstance(info.value.__cause__, RuntimeError)
     assert hook_census(model) == with_user_hook
     handle.remove()
     assert hook_census(model) == before_hooks
@@ -331,7 +354,7 @@ def test_no_hooks_remain_after_exception_raised_by_the_model() -> None:
     model = archs.Exploding().train()
     x = torch.rand(1, 3, 8, 8)
     before_hooks, before_state = hook_census(model), snapshot(model)
-    with pytest.raises(RuntimeError, match="boom mid-forward"):
+    with pytest.raises(ValueError, match="boom mid-forward"):
         capture_activations(model, x)
     with pytest.raises(RuntimeError, match="boom mid-forward"):
         with ActivationCapture(model, ["bn1", "conv2"]):
@@ -468,8 +491,11 @@ def test_unknown_layer_far_from_everything_lists_known_names() -> None:
 
 def test_layer_name_of_wrong_type() -> None:
     model, x = archs.build("plain")
-    with pytest.raises(TypeError, match="layer names must be strings"):
+    with pytest.raises(TypeError, match="layers must contain layer names"):
         capture_activations(model, x, layers=[0])
+    for bad in (model.conv1, 123, b"conv1"):
+        with pytest.raises(TypeError, match="layer"):
+            capture_activations(model, x, layers=bad)
 
 
 # ------------------------------------------------------------------------------------------- bad input

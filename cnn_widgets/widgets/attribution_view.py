@@ -32,12 +32,13 @@ from bqplot import Axis, Bars, Figure, LinearScale, OrdinalScale
 from torch import nn
 
 from .. import wire
-from .._checks import check_layer_names, check_model, model_device, unknown_name_error
+from .. import outputs
+from .._checks import check_layer_names, check_model, is_script, model_input, unknown_name_error
 from ..attribution import METHODS, Attribution, Cancelled, attribute
-from ..capture import model_lock
-from ..cams import check_targets
+from ..capture import model_lock, model_session
 from ..images import Image, Stats, prepare
-from ..layers import conv_layers, spatial_probe
+from ..layers import conv_layers, probe
+from ..outputs import Output
 from ._common import HeatmapDisplay, WidgetValueError, bundle
 from ._common import SIGNS, check_choice  # noqa: F401  (re-exported: they were defined here)
 
@@ -61,14 +62,16 @@ def check_labels(labels: Sequence[str] | None, classes: int) -> list[str]:
     return names
 
 
-def class_probabilities(model: nn.Module, batch: torch.Tensor) -> tuple[torch.Tensor, str | None]:
-    """Softmax probabilities (N, classes) of ``model`` on ``batch`` and the suggested CAM layer (or
-    ``None``), from one forward pass with the model left as it was."""
-    with model_lock(model):
-        layer, logits = spatial_probe(model, batch.to(model_device(model)))
-    check_targets(logits, None)
+def class_probabilities(
+    model: nn.Module, batch: torch.Tensor, output: Output = None, scores: str = "auto"
+) -> tuple[torch.Tensor, str | None]:
+    """Probabilities (N, classes) of ``model`` on ``batch`` (softmax of the selected scores unless they
+    already are probabilities, see :func:`cnn_widgets.outputs.probabilities`) and the suggested CAM
+    layer (or ``None``), from one eval-mode forward pass with the model left as it was."""
+    with model_session(model, eval_mode=True):
+        found = probe(model, model_input(model, batch), output, layer=not is_script(model))
     # A model with non-finite scores still gets a view: the chart shows 0 and attribute() reports it.
-    return torch.softmax(logits.detach().float().cpu(), dim=1).nan_to_num(0.0, 0.0, 0.0), layer
+    return outputs.probabilities(found.scores, scores), found.layer
 
 
 def _freeze(value: Any) -> Hashable:
@@ -264,24 +267,35 @@ class AttributionView(HeatmapDisplay, W.HBox):
         self._update_chart()
 
     def _make_chart(self) -> tuple[Bars, Figure]:
+        # bqplot clips marks to the plot area, so a value label drawn past its bar's end needs room
+        # there: the probability axis runs to LABEL_ROOM × 100 %, which leaves the plot's right
+        # 1 - 1/LABEL_ROOM (≥ 55 px of 240) free for "100.0%" at 12 px behind a full bar.
+        width, margin = 360, {"top": 40, "bottom": 30, "left": 100, "right": 20}
+        label_room = 1.3
+        font = {"font-size": "12px"}  # readable on a projector
         x = OrdinalScale(reverse=True)
-        y = LinearScale(min=0.0, max=1.0)
+        y = LinearScale(min=0.0, max=label_room)
         bars = Bars(
             x=[], y=[], scales={"x": x, "y": y}, orientation="horizontal", color_mode="group",
             label_display=True, label_display_format=".1%", padding=0.25,
-            # labels just past the bar end (text-anchor is "end"), in the theme's text colour, and
-            # transparent to clicks so a click on a label still lands on its bar
-            label_display_vertical_offset=42.0,
-            label_font_style={"fill": "var(--jp-ui-font-color1, #222)", "pointer-events": "none", "font-size": "11px"},
+            # labels start 4 px past the bar end, in the theme's text colour, and are transparent to
+            # clicks so a click on a label still lands on its bar. The base sits just below 0 so a
+            # probability of exactly 0 counts as a positive bar (bqplot would put its label left of the
+            # axis, clipped).
+            base=-1e-9, label_display_vertical_offset=4.0,
+            label_font_style={
+                "fill": "var(--jp-ui-font-color1, #222)", "pointer-events": "none", "text-anchor": "start", **font,
+            },
         )
         bars.on_element_click(self._bar_clicked)
         figure = Figure(
             marks=[bars],
-            axes=[Axis(scale=x, side="left"),
-                  Axis(scale=y, side="bottom", tick_format=".0%", num_ticks=3)],
+            axes=[Axis(scale=x, side="left", tick_style=font),
+                  Axis(scale=y, side="bottom", tick_format=".0%", tick_values=[0.0, 0.5, 1.0], tick_style=font)],
             title="top predictions · click a bar to explain it",
-            fig_margin={"top": 40, "bottom": 30, "left": 110, "right": 40},
-            layout=W.Layout(width="360px", height="240px"),
+            title_style={"font-size": "13px"},
+            fig_margin=margin,
+            layout=W.Layout(width=f"{width}px", height="240px"),
         )
         figure.add_class("cnnw-predictions")
         return bars, figure
