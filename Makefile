@@ -4,7 +4,7 @@ PY := .venv/bin/python
 PIP := .venv/bin/pip
 STATIC := cnn_widgets/static/activation_browser.js
 
-.PHONY: demo test js install chromium lab-quiet bench clean
+.PHONY: demo test fuzz js install chromium lab-quiet bench clean
 
 .stamp-venv: pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
@@ -35,15 +35,34 @@ lab-quiet: .stamp-venv
 
 install: .stamp-venv js chromium lab-quiet
 
-demo: .stamp-venv js lab-quiet
-	.venv/bin/jupyter lab $(ROOT_FLAG) notebooks/quickstart.ipynb
+# `make demo` serves .demo/ (git-ignored), never notebooks/: running cells must not dirty the tracked
+# notebook. The copy is refreshed from notebooks/quickstart.ipynb on every run unless you edited it
+# (it then differs from .demo/.quickstart.orig, the version it was copied from); delete it to refresh.
+DEMO_PORT ?= 8888
+FREE_PORT := import socket, sys; b = int(sys.argv[1]); print(next(p for p in range(b, b + 100) if socket.socket().connect_ex(("127.0.0.1", p))))
+WAIT_PORT := import socket, sys, time; p = int(sys.argv[1]); sys.exit(not any(socket.socket().connect_ex(("127.0.0.1", p)) == 0 or time.sleep(0.5) for _ in range(240)))
 
-test: install
-	cd js && node --test test/
-	$(PY) -m pytest -q tests
+demo: .stamp-venv js lab-quiet
+	@mkdir -p .demo
+	@if [ ! -f .demo/quickstart.ipynb ] || cmp -s .demo/quickstart.ipynb .demo/.quickstart.orig; then \
+	  cp notebooks/quickstart.ipynb .demo/.quickstart.orig && cp notebooks/quickstart.ipynb .demo/quickstart.ipynb; \
+	else \
+	  echo "make demo: keeping your edited .demo/quickstart.ipynb (delete it to start from notebooks/quickstart.ipynb again)"; \
+	fi
+	@port=$$($(PY) -c '$(FREE_PORT)' $(DEMO_PORT)) || exit 1; \
+	token=$$($(PY) -c 'import secrets; print(secrets.token_hex(16))') || exit 1; \
+	echo "make demo: starting JupyterLab on .demo/quickstart.ipynb, a copy of notebooks/quickstart.ipynb"; \
+	{ $(PY) -c '$(WAIT_PORT)' $$port && sleep 1 && \
+	  printf '\ncnn_widgets demo: http://localhost:%s/lab/tree/quickstart.ipynb?token=%s\n(stop: Ctrl-C twice)\n\n' $$port $$token; } & \
+	exec .venv/bin/jupyter lab $(ROOT_FLAG) --ServerApp.root_dir=.demo --port=$$port --ServerApp.port_retries=0 \
+	  --IdentityProvider.token=$$token .demo/quickstart.ipynb
+
+# property-based tests at full strength (the default profile keeps them quick inside `make test`)
+fuzz: .stamp-venv js
+	$(PY) -m pytest -q tests/test_fuzz.py --hypothesis-profile=fuzz
 
 bench: install
 	$(PY) bench/run_all.py
 
 clean:
-	rm -rf .venv js/node_modules cnn_widgets/static/*.js .stamp-venv
+	rm -rf .venv js/node_modules cnn_widgets/static/*.js cnn_widgets/static/bundle.sha256 .stamp-venv
