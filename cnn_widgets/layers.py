@@ -154,7 +154,8 @@ def probe(model: nn.Module, batch: torch.Tensor, output: Output = None, *, layer
     (see :mod:`cnn_widgets.outputs`), finds a final squashing module, and with ``layer=True`` the
     :func:`suggest_target_layer` choice: the last module, in the order forward passes finish, whose
     output has spatial dimensions and on which the scores depend (autograd reachability, so a sibling
-    head such as a detector's box branch is never chosen). TorchScript modules take no hooks: only
+    head such as a detector's box branch is never chosen; a final softmax over a dense class map is
+    skipped too: it only squashes the scores). TorchScript modules take no hooks: only
     the scores are found."""
     if isinstance(model, torch.jit.ScriptModule):
         with model_session(model), torch.no_grad():
@@ -169,8 +170,8 @@ def probe(model: nn.Module, batch: torch.Tensor, output: Output = None, *, layer
         if name in squash and isinstance(out, torch.Tensor):
             squashed.append((name, out))
         if (
-            layer and isinstance(out, torch.Tensor) and out.ndim == 4 and out.shape[2] * out.shape[3] > 1
-            and out.requires_grad
+            layer and name not in squash and isinstance(out, torch.Tensor) and out.ndim == 4
+            and out.shape[2] * out.shape[3] > 1 and out.requires_grad
         ):
             spatial.append((name, get_gradient_edge(out).node))
 

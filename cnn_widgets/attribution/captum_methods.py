@@ -11,6 +11,7 @@ from collections.abc import Callable
 import math
 
 import torch
+from torch import nn
 from captum.attr import (
     Deconvolution,
     DeepLift,
@@ -30,6 +31,7 @@ from captum.attr import (
 )
 from captum.attr._core.deep_lift import SUPPORTED_NON_LINEAR
 
+from ..unshare import UnshareError, unshared_copy
 from .engine import (
     _CHUNK_ROWS, LAYER_REUSE, Run, auto_side, feature_mask, float_baseline, layer_module, relu_safe_copy,
 )
@@ -221,6 +223,24 @@ def _gradient_shap(run: Run) -> tuple[torch.Tensor, torch.Tensor]:
     return raw, raw
 
 
+def _hookable_copy(run: Run) -> nn.Module:
+    """A private copy in which every nonlinearity call site is its own module (a shared ``ReLU`` per
+    ResNet block, ``F.relu`` calls), so Captum's module hooks see each use; when fx cannot trace the
+    model, the plain copy (a reused module then gets the clear reuse error)."""
+    try:
+        return unshared_copy(run.model, example=run.x[:1])
+    except UnshareError:
+        return relu_safe_copy(run.model)
+
+
+def _no_relu_note(run: Run, model: nn.Module, name: str) -> None:
+    if not any(isinstance(m, nn.ReLU) for m in model.modules()):
+        run.notes.append(
+            f"{name} modifies the backward pass at ReLUs, and this model has none (PReLU, LeakyReLU, SiLU, "
+            "GELU…): the map equals the plain gradient"
+        )
+
+
 @method(
     "deeplift",
     "DeepLIFT Rescale rule: contributions relative to a baseline (Shrikumar et al. 2017). Needs "
@@ -230,7 +250,7 @@ def _gradient_shap(run: Run) -> tuple[torch.Tensor, torch.Tensor]:
     hooks=True,
 )
 def _deeplift(run: Run) -> tuple[torch.Tensor, torch.Tensor]:
-    model = relu_safe_copy(run.model)
+    model = _hookable_copy(run)
     nonlinear = {n: m for n, m in model.named_modules() if type(m) in SUPPORTED_NON_LINEAR}
     t = run.captum_target()
     run.progress.expect(2 * run.n)
@@ -254,7 +274,8 @@ def _input_x_gradient(run: Run) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _modified_relu(cls: type) -> Callable[[Run], tuple[torch.Tensor, torch.Tensor]]:
     def run_method(run: Run) -> tuple[torch.Tensor, torch.Tensor]:
-        model = relu_safe_copy(run.model)
+        model = _hookable_copy(run)
+        _no_relu_note(run, model, run.method)
         t = run.captum_target()
         run.progress.expect(run.n)
         with run.forward(model) as f:
@@ -287,6 +308,7 @@ method(
 )
 def _guided_grad_cam(run: Run) -> tuple[torch.Tensor, torch.Tensor]:
     model = relu_safe_copy(run.model)
+    _no_relu_note(run, model, "guided_grad_cam")
     layer = layer_module(model, run.layer)
     t = run.captum_target()
     run.progress.expect(2 * run.n)

@@ -70,6 +70,7 @@ class Run:
         self.output = output
         self.bypass = bypass
         self.notes: list[str] = []
+        self.method = ""
 
     def captum_target(self) -> int | list[int]:
         """Targets as Captum takes them (an int for one image)."""
@@ -140,6 +141,9 @@ class Forward(nn.Module):
         """The selected scores of ``x`` without progress reporting (for a method's own first pass)."""
         self._calls.clear()
         out = outputs.select(self.inner(x), self._run.output)
+        layer = self._run.layer
+        if layer in self._once and not self._calls.get(layer):
+            raise ValueError(_NOT_RUN.format(name=layer))
         if not self._checked:
             cams.check_targets(out, self._run.resolved)
             self._checked = True
@@ -156,6 +160,10 @@ def _pass_input(module: nn.Module, args: Any, output: Any) -> Any:
     return args[0]
 
 
+_NOT_RUN = (
+    "layer {name!r} did not run during the forward pass (it is registered but the model's forward never "
+    "calls it); pick a layer the model uses"
+)
 LAYER_REUSE = (
     "layer {name!r} ({type}) runs more than once per forward pass (a shared module), so its output is "
     "ambiguous; pick the block that contains it, or another module"
@@ -304,16 +312,9 @@ def _is_batch(image: object) -> bool:
     return isinstance(image, (torch.Tensor, np.ndarray)) and image.ndim == 4
 
 
-def _general_notes(model: nn.Module, info: MethodInfo, raw: torch.Tensor, layer: str | None) -> list[str]:
-    """Caveats that follow from the model, the method and the result's resolution."""
+def _general_notes(info: MethodInfo, raw: torch.Tensor, layer: str | None) -> list[str]:
+    """Caveats that follow from the result's resolution (runners add their own to ``run.notes``)."""
     notes = []
-    if info.name in ("guided_backprop", "deconvolution", "guided_grad_cam") and not any(
-        isinstance(m, nn.ReLU) for m in model.modules()
-    ):
-        notes.append(
-            f"{info.name} modifies the backward pass at nn.ReLU modules, and this model has none (PReLU, "
-            "LeakyReLU, SiLU, GELU or a functional relu instead): the map equals the plain gradient"
-        )
     if info.reduction == "none" and raw.ndim == 4 and raw.shape[-2] * raw.shape[-1] <= 4:
         h, w = raw.shape[-2:]
         notes.append(
@@ -341,16 +342,23 @@ def run_method(
         x = model_input(model, batch)
         if layer is not None:
             layer = check_layer_names(model, [layer])[0]
-        found = probe(model, x, output, layer=info.needs_layer and layer is None)
-        scores = found.scores
-        if not bool(torch.isfinite(scores).all()):
-            raise ValueError(
-                f"the model's class scores are not finite (NaN or inf) for this input of shape "
-                f"{tuple(x.shape)}; check the image, mean/std and the model's weights"
-            )
-        check_target_range(targets, scores.shape[1])
-        top = [int(i) for i in scores.argmax(dim=1).tolist()]
-        resolved = [top[i] if t is None else t for i, t in enumerate(targets or [None] * x.shape[0])]
+        # The probe pass resolves top-prediction targets, suggests the layer and finds the softmax to
+        # bypass; with every target and the layer given, the method's own passes check everything.
+        needs_probe = (
+            targets is None or None in targets or (info.needs_layer and layer is None) or logits
+        )
+        found = probe(model, x, output, layer=info.needs_layer and layer is None) if needs_probe else None
+        if found is not None:
+            if not bool(torch.isfinite(found.scores).all()):
+                raise ValueError(
+                    f"the model's class scores are not finite (NaN or inf) for this input of shape "
+                    f"{tuple(x.shape)}; check the image, mean/std and the model's weights"
+                )
+            check_target_range(targets, found.scores.shape[1])
+            top = [int(i) for i in found.scores.argmax(dim=1).tolist()]
+            resolved = [top[i] if t is None else t for i, t in enumerate(targets or [None] * x.shape[0])]
+        else:
+            resolved = [int(t) for t in targets]  # type: ignore[union-attr, arg-type]
         bypass = None
         if logits:
             if is_script(model):
@@ -362,23 +370,21 @@ def run_method(
                     "selected scores, so there are no pre-softmax scores to attribute (a functional "
                     "softmax in forward cannot be bypassed: select the logits with output=... instead)"
                 )
-        if layer is not None and found.calls:
+        if layer is not None and found is not None and found.calls:
             if found.calls.get(layer, 0) == 0:
-                raise ValueError(
-                    f"layer {layer!r} did not run during the forward pass (it is registered but the model's "
-                    "forward never calls it); pick a layer the model uses"
-                )
+                raise ValueError(_NOT_RUN.format(name=layer))
             if found.calls[layer] > 1:
                 raise ValueError(LAYER_REUSE.format(name=layer, type=type(dict(model.named_modules())[layer]).__name__))
-        run = Run(model, x, resolved, layer, opts, reporter, chunked, output, bypass)
         if info.needs_layer:
-            run.layer = layer if layer is not None else found.layer
-            if run.layer is None:
+            layer = layer if layer is not None else found.layer  # type: ignore[union-attr]
+            if layer is None:
                 raise ValueError(
                     f"{info.name} needs a layer with spatial (N, C, H, W) output on which the class scores "
                     f"depend, and no module of this {type(model).__name__} has one with more than one "
                     f"position for an input of shape {tuple(x.shape)}; pass layer=... or use a larger image"
                 )
+        run = Run(model, x, resolved, layer, opts, reporter, chunked, output, bypass)
+        run.method = info.name
         try:
             raw, full = info.run(run)
         except Cancelled:
@@ -467,7 +473,7 @@ def attribute(
         )
     single = not _is_batch(image)
     reporter.report(1.0)
-    notes = _general_notes(model, info, raw, run.layer) + run.notes
+    notes = _general_notes(info, raw, run.layer) + run.notes
     opts = {k: v for k, v in opts.items() if not k.startswith("_")}
     return Attribution(
         map=result_map[0] if single else result_map,

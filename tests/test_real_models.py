@@ -1,0 +1,344 @@
+"""Every public entry point on the kinds of trained networks users bring, not only ShapesNet: a face
+detector's heads (PReLU, tuple outputs, a softmax class head, a fully convolutional net with a dense
+class map and a sibling box head that runs after it), a dict output with SiLU, modules returning integer
+shape tensors, a ``torch.fx`` GraphModule and odd input sizes. Each call works or fails with a clear
+message, the class scores are selected with ``output=``, probabilities are shown as the model gives
+them, ``logits=True`` explains the pre-softmax score, and the model is left untouched."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+import torch.fx
+from torch import nn
+
+from cnn_widgets import METHODS, ActivationBrowser, FilterGrid, attribute, capture_activations, layer_table
+from cnn_widgets import suggest_target_layer
+from cnn_widgets.outputs import is_probabilities, probabilities
+from cnn_widgets.widgets.attribution_view import AttributionView, class_probabilities
+from cnn_widgets.widgets.compare import compare
+from conftest import Untouched as _Untouched
+
+
+def _seeded(module: nn.Module, seed: int = 0) -> nn.Module:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    return module.eval()
+
+
+class ONet(nn.Module):
+    """MTCNN's output network, shape for shape: PReLU everywhere, three heads, the class head a
+    softmax over (face, not face); forward returns (boxes, landmarks, probabilities)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.prelu1 = nn.Conv2d(3, 8, 3), nn.PReLU(8)
+        self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.conv2, self.prelu2 = nn.Conv2d(8, 16, 3), nn.PReLU(16)
+        self.pool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.conv3, self.prelu3 = nn.Conv2d(16, 16, 2), nn.PReLU(16)
+        self.flatten = nn.Flatten()
+        self.dense = nn.LazyLinear(32)
+        self.prelu4 = nn.PReLU(32)
+        self.box = nn.Linear(32, 4)
+        self.landmarks = nn.Linear(32, 10)
+        self.cls = nn.Linear(32, 2)
+        self.softmax = nn.Softmax(dim=1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x = self.pool1(self.prelu1(self.conv1(x)))
+        x = self.pool2(self.prelu2(self.conv2(x)))
+        x = self.prelu3(self.conv3(x))
+        x = self.prelu4(self.dense(self.flatten(x)))
+        return self.box(x), self.landmarks(x), self.softmax(self.cls(x))
+
+
+class PNet(nn.Module):
+    """MTCNN's proposal network: fully convolutional; the class head (a softmax over a dense (N, 2, h, w)
+    map) runs BEFORE its sibling box head, so "the last spatial module" is the box conv."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.prelu1 = nn.Conv2d(3, 8, 3), nn.PReLU(8)
+        self.pool1 = nn.MaxPool2d(2, 2, ceil_mode=True)
+        self.conv2, self.prelu2 = nn.Conv2d(8, 12, 3), nn.PReLU(12)
+        self.conv3, self.prelu3 = nn.Conv2d(12, 16, 3), nn.PReLU(16)
+        self.cls = nn.Conv2d(16, 2, 1)
+        self.softmax = nn.Softmax(dim=1)
+        self.box = nn.Conv2d(16, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.pool1(self.prelu1(self.conv1(x)))
+        x = self.prelu3(self.conv3(self.prelu2(self.conv2(x))))
+        probs = self.softmax(self.cls(x))
+        return self.box(x), probs
+
+
+class DictSiLU(nn.Module):
+    """SiLU activations, a dict output and a buffer-held projection (as converted ONNX models have)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.SiLU(),
+            nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.SiLU(),
+        )
+        self.register_buffer("projection", torch.randn(8, 6, generator=torch.Generator().manual_seed(3)))
+
+    def forward(self, x: torch.Tensor) -> dict[str, Any]:
+        f = self.features(x)
+        return {"embedding": f.mean(dim=(2, 3)), "logits": f.mean(dim=(2, 3)) @ self.projection, "n": 3}
+
+
+class Shape(nn.Module):
+    """An ONNX ``Shape`` node as onnx2torch converts it: an int64 tensor of the input's shape."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tensor(x.shape, dtype=torch.int64)
+
+
+class Reshape(nn.Module):
+    def forward(self, x: torch.Tensor, shape: torch.Tensor) -> torch.Tensor:
+        return x.reshape([int(s) for s in shape])
+
+
+class WithShapeOps(nn.Module):
+    """Modules that return integer shape tensors and an input-independent constant beside the features."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.act = nn.ReLU()
+        self.shape = Shape()
+        self.reshape = Reshape()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.act(self.conv(x))
+        s = self.shape(y)
+        flat = self.reshape(y.mean(dim=(2, 3)), torch.stack([s[0], s[1]]))
+        return self.fc(flat)
+
+
+def plain_cnn() -> nn.Module:
+    return _seeded(nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5),
+    ))
+
+
+def onet() -> nn.Module:
+    model = ONet()
+    model(torch.zeros(1, 3, 48, 48))  # materialise the lazy layer
+    return _seeded(model, 1)
+
+
+def image(h: int = 48, w: int = 48, seed: int = 0) -> torch.Tensor:
+    return torch.rand(3, h, w, generator=torch.Generator().manual_seed(seed))
+
+
+Untouched = _Untouched()  # ``with Untouched(model):`` asserts bit-identity and no hooks at the end
+
+
+# ----------------------------------------------------------------------------------- structured outputs
+def test_a_tuple_output_without_output_names_the_structure_and_the_fix() -> None:
+    model = onet()
+    with Untouched(model), pytest.raises(ValueError) as info:
+        attribute(model, image(), "saliency")
+    text = str(info.value)
+    assert "output[0]: Tensor(1, 4)" in text and "output[2]: Tensor(1, 2)" in text
+    assert "probability rows" in text and "output=0" in text
+
+
+@pytest.mark.parametrize("method", [m for m in METHODS if m not in ("cam",)])
+def test_every_method_on_the_face_detector_head(method: str) -> None:
+    model = onet()
+    options = {"n_steps": 4} if method == "integrated_gradients" else {}
+    options |= {"nt_samples": 3} if method == "smoothgrad" else {}
+    options |= {"n_samples": 8} if method in ("lime", "kernel_shap", "gradient_shap") else {}
+    with Untouched(model):
+        result = attribute(model, image(), method, target=0, output=2, logits=True, options=options)
+    assert result.map.shape == (48, 48) and torch.isfinite(result.map).all()
+    if method in ("guided_backprop", "deconvolution", "guided_grad_cam"):
+        assert any("no nn.ReLU" in note or "none" in note for note in result.notes), result.notes
+
+
+def test_cam_on_a_model_without_a_gap_head_is_a_clear_error() -> None:
+    model = onet()
+    with Untouched(model), pytest.raises(ValueError, match="global average pooling"):
+        attribute(model, image(), "cam", output=2, logits=True)
+
+
+def test_logits_true_attributes_the_pre_softmax_score() -> None:
+    """Saliency with logits=True equals the gradient of the class logit, computed independently; on the
+    softmax it is a different (and for a saturated head, vanishing) gradient."""
+    model = onet()
+    x = image()[None]
+    want_x = x.clone().requires_grad_(True)
+    twin = onet()
+    h = twin.prelu3(twin.conv3(twin.pool2(twin.prelu2(twin.conv2(twin.pool1(twin.prelu1(twin.conv1(want_x))))))))
+    logit = twin.cls(twin.prelu4(twin.dense(twin.flatten(h))))[0, 1]
+    (grad,) = torch.autograd.grad(logit, want_x)
+    with Untouched(model):
+        got = attribute(model, x[0], "saliency", target=1, output=2, logits=True, abs=False)
+        soft = attribute(model, x[0], "saliency", target=1, output=2, abs=False)
+    assert torch.allclose(got.raw[0], grad[0], atol=1e-6)
+    assert not torch.allclose(soft.raw[0], grad[0], atol=1e-6)
+
+
+def test_logits_without_a_final_softmax_is_a_clear_error() -> None:
+    model = plain_cnn()
+    with Untouched(model), pytest.raises(ValueError, match="no final nn.Softmax"):
+        attribute(model, image(32, 32), "saliency", logits=True)
+
+
+def test_suggested_layer_is_never_the_sibling_box_head() -> None:
+    """PNet's box conv runs after the class head: the last spatial module overall, but the class scores
+    do not depend on it. The suggestion is the last module the scores depend on."""
+    model = _seeded(PNet(), 2)
+    pooled = lambda out: out[1].amax(dim=(2, 3))  # noqa: E731  (a dense class map pooled to scores)
+    with Untouched(model):
+        assert suggest_target_layer(model, image(24, 24), output=pooled) == "cls"
+        for method in ("grad_cam", "grad_cam_pp", "layer_cam", "score_cam", "eigen_cam", "hires_cam"):
+            result = attribute(model, image(24, 24), method, output=pooled)
+            assert result.layer == "cls", method
+
+
+def test_a_dense_class_map_without_pooling_says_how_to_pool() -> None:
+    model = _seeded(PNet(), 2)
+    with pytest.raises(ValueError, match=r"amax\(dim=\(2, 3\)\)"):
+        attribute(model, image(24, 24), "saliency", output=1)
+
+
+def test_dict_output_by_key_and_callable() -> None:
+    model = _seeded(DictSiLU(), 4)
+    with Untouched(model):
+        by_key = attribute(model, image(33, 47), "integrated_gradients", target=2, output="logits", n_steps=8)
+        by_call = attribute(model, image(33, 47), "integrated_gradients", target=2,
+                            output=lambda out: out["logits"], n_steps=8)
+        cam = attribute(model, image(33, 47), "grad_cam", output="logits")
+    assert torch.equal(by_key.map, by_call.map) and by_key.map.shape == (33, 47)
+    assert cam.layer == "features" and cam.map.shape == (33, 47)
+    with pytest.raises(ValueError, match=r"(?s)output='scores' does not select anything.*output\['logits'\]"):
+        attribute(model, image(33, 47), "saliency", output="scores")
+
+
+def test_output_of_the_wrong_type_is_a_type_error() -> None:
+    with pytest.raises(TypeError, match="output must be"):
+        attribute(plain_cnn(), image(32, 32), "saliency", output=1.5)
+
+
+# --------------------------------------------------------------------------------- probabilities shown
+def test_probabilities_are_shown_as_the_model_gives_them() -> None:
+    model = nn.Sequential(plain_cnn(), nn.Softmax(dim=1))
+    x = image(32, 32)[None]
+    with torch.no_grad():
+        given = model(x)
+    probs, _ = class_probabilities(model, x)
+    assert torch.allclose(probs, given, atol=1e-7)  # not softmaxed again
+    logits_view, _ = class_probabilities(model, x, scores="logits")
+    assert torch.allclose(logits_view, torch.softmax(given, dim=1))
+    saturated = torch.tensor([[0.9999, 0.0001]])
+    assert is_probabilities(saturated) and probabilities(saturated)[0, 0] == pytest.approx(0.9999)
+    assert not is_probabilities(torch.tensor([[2.0, -1.0]]))
+
+
+def test_attribution_view_on_the_face_detector() -> None:
+    model = onet()
+    with Untouched(model):
+        view = AttributionView(model, image(), method="saliency", output=2, logits=True, labels=["face", "none"])
+        assert view.wait(60)
+    assert view.error == "" and view.result is not None
+    total = sum(p["probability"] for p in view.predictions)
+    assert total == pytest.approx(1.0, abs=1e-5)  # the model's own probabilities, two classes
+
+
+def test_compare_on_the_face_detector() -> None:
+    model = onet()
+    with Untouched(model):
+        widget = compare(model, [image(seed=1), image(seed=2)], ["saliency", "grad_cam"], output=2, logits=True)
+        if hasattr(widget, "wait"):
+            assert widget.wait(120)
+    assert all(r is not None for r in widget.results), widget.errors
+
+
+# ------------------------------------------------------------------------------ capture, tables, widgets
+@pytest.mark.parametrize("build", [onet, lambda: _seeded(PNet(), 2), lambda: _seeded(DictSiLU(), 4)])
+def test_capture_table_filters_and_browser_on_real_models(build) -> None:
+    model = build()
+    x = image(48, 48)
+    with Untouched(model):
+        acts = capture_activations(model, x)
+        rows = layer_table(model, x)
+        grid = FilterGrid(model)
+        browser = ActivationBrowser(model, x)
+    assert acts and all(torch.isfinite(a).all() for a in acts.values() if a.is_floating_point())
+    assert sum(r.params for r in rows) == sum(p.numel() for p in model.parameters())
+    assert sum(r.buffers for r in rows) == sum(b.numel() for b in model.buffers())
+    assert grid.layer and browser.layers
+
+
+def test_integer_shape_modules_and_fx_graph_modules() -> None:
+    model = _seeded(WithShapeOps(), 5)
+    with Untouched(model):
+        acts = capture_activations(model, image(16, 16))
+        result = attribute(model, image(16, 16), "integrated_gradients", n_steps=4)
+    assert acts["shape"].dtype == torch.int64 and result.map.shape == (16, 16)
+    graph = torch.fx.symbolic_trace(plain_cnn())
+    with Untouched(graph):
+        rows = layer_table(graph, image(32, 32))
+        cam = attribute(graph, image(32, 32), "grad_cam")
+    assert isinstance(graph, torch.fx.GraphModule) and cam.layer == "3"
+    assert [r.name for r in rows if r.type == "Conv2d"] == ["0", "2"]
+
+
+@pytest.mark.parametrize("size", [(17, 29), (64, 31), (9, 9)])
+def test_odd_input_sizes(size: tuple[int, int]) -> None:
+    model = plain_cnn()
+    with Untouched(model):
+        for method in ("grad_cam", "occlusion", "feature_ablation"):
+            result = attribute(model, image(*size), method)
+            assert result.map.shape == size, method
+
+
+def test_a_wrong_input_size_is_a_value_error_everywhere() -> None:
+    model = onet()  # its dense layer fixes the input at 48×48
+    for call in (
+        lambda: capture_activations(model, image(40, 40)),
+        lambda: layer_table(model, image(40, 40)),
+        lambda: attribute(model, image(40, 40), "saliency", output=2),
+        lambda: suggest_target_layer(model, image(40, 40), output=2),
+    ):
+        with Untouched(model), pytest.raises(ValueError, match=r"\(1, 3, 40, 40\)"):
+            call()
+
+
+def test_half_and_double_models_get_their_input_cast() -> None:
+    for dtype in (torch.float64, torch.bfloat16):
+        model = plain_cnn().to(dtype)
+        with Untouched(model):
+            acts = capture_activations(model, image(16, 16))
+            result = attribute(model, image(16, 16), "saliency")
+        assert acts["0"].dtype == dtype and result.map.dtype == torch.float32
+
+
+def test_torchscript_models_in_train_mode_are_restored() -> None:
+    eager = nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)
+    ).train()
+    x = image(12, 12)[None]
+    for model in (torch.jit.trace(eager, x), torch.jit.script(eager)):
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        result = attribute(model, x, "saliency")
+        assert torch.isfinite(result.map).all()
+        for call in (lambda: capture_activations(model, x), lambda: layer_table(model, x),
+                     lambda: attribute(model, x, "grad_cam")):
+            with pytest.raises(TypeError, match="TorchScript"):
+                call()
+        after = model.state_dict()
+        assert all(torch.equal(before[k], after[k]) for k in before), "BatchNorm statistics changed"
+        assert model.training
