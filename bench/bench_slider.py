@@ -9,7 +9,7 @@ Same model (``resnet18_like``), same 224×224 image, same browser, same layer se
   ``plt.imshow`` grid of that layer's first 64 channels into an ``Output`` (activations captured once
   beforehand, as tutorials do with hooks); ``ArrowRight`` on the slider handle; latency is from the
   keydown to the new ``<img>`` appearing in the Output (a MutationObserver). Nothing is drawn while Voila
-  executes the notebook (that stalls page loads, see DESIGN.md §4): the first figure comes from the first
+  executes the notebook (that stalls page loads, see the README, "Facts about the stack"): the first figure comes from the first
   key press.
 
 Both do two unmeasured warm-up moves first. Also reported: bytes the page received per move.
