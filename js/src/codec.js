@@ -1,16 +1,15 @@
-// Decoder for cnn_widgets.wire, the one tensor codec (its module docstring defines the format).
-// A message is {shape, dtype, data, scale?, offset?, min?, max?, nonfinite?}; `data` arrives as a
-// DataView that may be a window into a larger buffer, so byteOffset/byteLength are always honoured.
+// Decoder for cnn_widgets.wire, the one tensor codec (its module docstring defines the format). A
+// message is {shape, dtype, kind, codec, data, nonfinite?}; `data` holds the per-slice float32 side part
+// followed by the payload, little-endian. It arrives as a DataView that may be a window into a larger
+// buffer, so byteOffset/byteLength are always honoured.
 
 /**
  * @typedef {Object} WireMessage
  * @property {number[]} shape
- * @property {"uint8" | "float16" | "float32"} dtype
- * @property {DataView | ArrayBuffer | ArrayBufferView} data
- * @property {number[]} [scale] per slice along axis 0 (uint8 quantised only)
- * @property {number[]} [offset] per slice along axis 0 (uint8 quantised only)
- * @property {number[]} [min] exact per-slice minimum before quantisation
- * @property {number[]} [max] exact per-slice maximum before quantisation
+ * @property {"uint8" | "float16" | "float32"} dtype payload element type
+ * @property {"quantized" | "exact" | "scaled" | "raw"} kind how payload values map to values
+ * @property {number} codec format version, CODEC
+ * @property {DataView | ArrayBuffer | ArrayBufferView} data side part, then payload
  * @property {number} [nonfinite] how many NaN/Inf were encoded as 0
  */
 
@@ -18,11 +17,21 @@
  * @typedef {Object} Tensor
  * @property {number[]} shape
  * @property {Float32Array | Uint8Array} data Float32Array, or the raw bytes for exact uint8
- * @property {number[]} min per slice along axis 0 (computed when the message has none)
+ * @property {number[]} min per slice along axis 0 (exact values before quantisation for "quantized")
  * @property {number[]} max
  */
 
-const ITEMSIZE = { uint8: 1, float16: 2, float32: 4 };
+/** The format version this decoder reads. */
+export const CODEC = 2;
+
+/** kind → [payload dtype, bytes per payload element, float32 side values per slice] */
+/** @type {Map<string, [string, number, number]>} */
+const KINDS = new Map([
+  ["quantized", ["uint8", 1, 2]],
+  ["exact", ["uint8", 1, 0]],
+  ["scaled", ["float16", 2, 1]],
+  ["raw", ["float32", 4, 0]],
+]);
 
 /**
  * A DataView over exactly the bytes of `buf`, keeping its offset into the underlying buffer.
@@ -82,51 +91,60 @@ export function sliceRange(data, slices) {
 }
 
 /**
- * Decode one wire message into values. Quantised uint8 becomes float32 (offset + scale·q, error at
- * most scale/2); exact uint8 (no scale) stays the raw bytes, without a copy.
+ * Decode one wire message. Quantised uint8 becomes float32, min + scale·q with
+ * scale = fround((max − min) / 255) exactly as the encoder computed it (error at most scale/2); scaled
+ * float16 becomes scale·h; exact uint8 stays the raw bytes, without a copy.
  * @param {WireMessage} msg
  * @returns {Tensor}
  */
 export function decode(msg) {
-  const { shape, dtype } = msg;
-  const itemsize = ITEMSIZE[dtype];
-  if (!itemsize) throw new Error(`unknown wire dtype ${JSON.stringify(dtype)}; expected uint8, float16 or float32`);
+  const { shape, dtype, kind } = msg;
+  if (msg.codec !== CODEC) {
+    throw new Error(`wire message has codec ${JSON.stringify(msg.codec)} but this decoder reads codec ${CODEC}; rebuild the bundle or restart the kernel`);
+  }
+  const spec = KINDS.get(kind);
+  if (!spec || spec[0] !== dtype) {
+    throw new Error(`unknown wire kind/dtype ${JSON.stringify(kind)}/${JSON.stringify(dtype)}; expected one of ${[...KINDS.keys()]}`);
+  }
+  const [, itemsize, perSlice] = spec;
   const view = asDataView(msg.data);
   const n = numel(shape);
-  if (view.byteLength !== n * itemsize) {
+  const slices = shape.length ? shape[0] : 1;
+  const side = 4 * perSlice * slices;
+  if (view.byteLength !== side + n * itemsize) {
     throw new Error(
-      `wire data has ${view.byteLength} bytes but shape [${shape}] of ${dtype} needs ${n * itemsize}`,
+      `wire data has ${view.byteLength} bytes but shape [${shape}] of ${kind} ${dtype} needs ${side + n * itemsize}`,
     );
   }
-  const slices = shape.length ? shape[0] : 1;
-  /** @type {Float32Array | Uint8Array} */
-  let data;
-  if (dtype === "uint8") {
+  /** @param {number} row side-part row: the slices' values at floats [row·slices, (row+1)·slices) */
+  const sideRow = (row) => Array.from({ length: slices }, (_, c) => view.getFloat32(4 * (row * slices + c), true));
+  const size = slices ? n / slices : 0;
+  if (kind === "exact") {
     const q = new Uint8Array(view.buffer, view.byteOffset, n);
-    if (!msg.scale) {
-      const r = msg.min && msg.max ? { min: msg.min, max: msg.max } : sliceRange(q, slices);
-      return { shape, data: q, min: r.min, max: r.max };
-    }
-    const { scale, offset } = msg;
-    if (scale.length !== slices || !offset || offset.length !== slices) {
-      throw new Error(`wire uint8 message needs ${slices} scale/offset values, got ${scale.length}`);
-    }
-    data = new Float32Array(n);
-    const size = slices ? n / slices : 0;
+    return { shape, data: q, ...sliceRange(q, slices) };
+  }
+  const data = new Float32Array(n);
+  if (kind === "quantized") {
+    const min = sideRow(0);
+    const max = sideRow(1);
+    const q = new Uint8Array(view.buffer, view.byteOffset + side, n);
     for (let c = 0; c < slices; c++) {
-      const s = scale[c];
-      const o = offset[c];
+      const o = min[c];
+      const s = Math.fround((max[c] - o) / 255);
       for (let i = c * size, end = i + size; i < end; i++) data[i] = o + s * q[i];
     }
-  } else if (dtype === "float16") {
-    data = new Float32Array(n);
-    for (let i = 0; i < n; i++) data[i] = halfToFloat(view.getUint16(2 * i, true));
+    return { shape, data, min, max };
+  }
+  if (kind === "scaled") {
+    const scale = sideRow(0);
+    for (let c = 0; c < slices; c++) {
+      const s = scale[c];
+      for (let i = c * size, end = i + size; i < end; i++) data[i] = s * halfToFloat(view.getUint16(side + 2 * i, true));
+    }
   } else {
-    data = new Float32Array(n);
     for (let i = 0; i < n; i++) data[i] = view.getFloat32(4 * i, true);
   }
-  const r = msg.min && msg.max ? { min: msg.min, max: msg.max } : sliceRange(data, slices);
-  return { shape, data, min: r.min, max: r.max };
+  return { shape, data, ...sliceRange(data, slices) };
 }
 
 /**
