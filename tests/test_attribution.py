@@ -44,21 +44,6 @@ REQUIRED = {
     "eigen_cam",
 }  # fmt: skip
 
-HOOK_DICTS = (
-    "_forward_hooks",
-    "_forward_pre_hooks",
-    "_backward_hooks",
-    "_backward_pre_hooks",
-    "_forward_hooks_with_kwargs",
-    "_forward_hooks_always_called",
-    "_forward_pre_hooks_with_kwargs",
-    "_state_dict_hooks",
-    "_state_dict_pre_hooks",
-    "_load_state_dict_pre_hooks",
-    "_load_state_dict_post_hooks",
-)
-
-
 @pytest.fixture(autouse=True, scope="module")
 def single_thread():
     """One intra-op thread: these models are small, and with two threads a busy second core (another
@@ -143,47 +128,6 @@ def relu_safe(model: nn.Module) -> nn.Module:
 def shapesnet() -> nn.Module:
     """The bundled trained ShapesNet."""
     return load_shapesnet("clean")
-
-
-# --- the untouched-model check -----------------------------------------------------------------------
-
-
-def snapshot(model: nn.Module) -> dict:
-    """Everything a method could disturb, copied."""
-    return {
-        "params": {n: p.detach().clone() for n, p in model.named_parameters()},
-        "buffers": {n: b.detach().clone() for n, b in model.named_buffers()},
-        "requires_grad": {n: p.requires_grad for n, p in model.named_parameters()},
-        "grad": {n: None if p.grad is None else p.grad.clone() for n, p in model.named_parameters()},
-        "grad_ids": {n: None if p.grad is None else id(p.grad) for n, p in model.named_parameters()},
-        "training": {n: m.training for n, m in model.named_modules()},
-        "attrs": {n: sorted(vars(m)) for n, m in model.named_modules()},
-        "inplace": {n: m.inplace for n, m in model.named_modules() if hasattr(m, "inplace")},
-        "modules": [id(m) for m in model.modules()],
-    }
-
-
-def assert_untouched(model: nn.Module, before: dict) -> None:
-    """No hooks anywhere, and everything in ``before`` bit-identical."""
-    for name, m in model.named_modules():
-        for attr in HOOK_DICTS:
-            assert not getattr(m, attr, None), f"{attr} left on {name or 'model'}"
-    from torch.nn.modules import module as torch_module
-
-    for attr in ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks"):
-        assert not getattr(torch_module, attr), f"global {attr} left"
-    after = snapshot(model)
-    for key in ("params", "buffers"):
-        for n, t in before[key].items():
-            assert torch.equal(after[key][n], t), f"{key} {n} changed"
-    for n, g in before["grad"].items():
-        if g is None:
-            assert after["grad"][n] is None, f".grad of {n} appeared"
-        else:
-            assert torch.equal(after["grad"][n], g), f".grad of {n} changed"
-            assert after["grad_ids"][n] == before["grad_ids"][n]
-    for key in ("requires_grad", "training", "attrs", "inplace", "modules"):
-        assert after[key] == before[key], f"{key} changed"
 
 
 def assert_close(ours: torch.Tensor, ref: torch.Tensor, rel: float = 1e-5) -> None:
@@ -291,14 +235,13 @@ def test_registry_covers_the_required_methods_and_is_serialisable():
         METHODS["mine"] = METHODS["saliency"]
 
 
-def _check_against_captum(model, layer_name, method, x, target, mean=None, std=None):
+def _check_against_captum(untouched, model, layer_name, method, x, target, mean=None, std=None):
     layer_of = lambda m: dict(m.named_modules())[layer_name]  # noqa: E731
     options, direct = _captum_cases(layer_of)[method]
-    before = snapshot(model)
     seed(7)
     layer = layer_name if METHODS[method].needs_layer else None
-    result = attribute(model, x, method, target=target, layer=layer, mean=mean, std=std, options=options)
-    assert_untouched(model, before)
+    with untouched(model, empty=False):
+        result = attribute(model, x, method, target=target, layer=layer, mean=mean, std=std, options=options)
     batch = x[None] if x.ndim == 3 else x
     if mean is not None:
         batch = (batch - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1)
@@ -322,33 +265,35 @@ def _check_against_captum(model, layer_name, method, x, target, mean=None, std=N
 
 
 @pytest.mark.parametrize("method", CAPTUM_METHODS)
-def test_captum_methods_equal_captum_direct_on_a_resnet_shaped_model(method):
+def test_captum_methods_equal_captum_direct_on_a_resnet_shaped_model(method, untouched):
     model = tiny_resnet()
     model.fc.weight.grad = torch.ones_like(model.fc.weight)  # an existing .grad must survive
     model.stem[0].weight.requires_grad_(False)
-    _check_against_captum(model, "layer2", method, image(1), target=3)
+    _check_against_captum(untouched, model, "layer2", method, image(1), target=3)
 
 
 @pytest.mark.parametrize("method", ["saliency", "integrated_gradients", "occlusion", "grad_cam", "guided_grad_cam"])
-def test_captum_methods_equal_captum_direct_on_resnet18_like_with_normalisation(method):
+def test_captum_methods_equal_captum_direct_on_resnet18_like_with_normalisation(method, untouched):
     model = resnet18_like(num_classes=10)
     _check_against_captum(
-        model, "layer4", method, image(2, (3, 64, 64)), target=4, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)
+        untouched, model, "layer4", method, image(2, (3, 64, 64)), target=4, mean=(0.485, 0.456, 0.406),
+        std=(0.229, 0.224, 0.225),
     )
 
 
 @pytest.mark.parametrize("method", CAPTUM_METHODS)
-def test_captum_methods_equal_captum_direct_on_shapesnet(method):
+def test_captum_methods_equal_captum_direct_on_shapesnet(method, untouched):
     model = shapesnet()
-    _check_against_captum(model, suggest_target_layer(model, image(3, (3, 64, 64))), method, image(3, (3, 64, 64)), 2)
+    layer = suggest_target_layer(model, image(3, (3, 64, 64)))
+    _check_against_captum(untouched, model, layer, method, image(3, (3, 64, 64)), 2)
 
 
-def test_methods_that_hook_relus_leave_an_inplace_model_unchanged():
+def test_methods_that_hook_relus_leave_an_inplace_model_unchanged(untouched):
     model = resnet18_like(num_classes=10)
-    before = snapshot(model)
+    before = untouched.snapshot(model)
     for method in ("guided_backprop", "deconvolution", "guided_grad_cam"):
         attribute(model, image(4, (3, 64, 64)), method, target=1)
-        assert_untouched(model, before)
+        untouched.check(model, before)
     assert all(m.inplace for m in model.modules() if isinstance(m, nn.ReLU))
 
 
@@ -356,11 +301,11 @@ def test_methods_that_hook_relus_leave_an_inplace_model_unchanged():
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))
-def test_every_method_on_a_batch_leaves_the_model_untouched(method):
+def test_every_method_on_a_batch_leaves_the_model_untouched(method, untouched):
     model = tiny_resnet()
     model.train()  # attribute runs in eval mode and restores the flags
     model.layer1.conv1.weight.grad = torch.full_like(model.layer1.conv1.weight, 0.5)
-    before = snapshot(model)
+    before = untouched.snapshot(model)
     small = {
         "integrated_gradients": {"n_steps": 4},
         "smoothgrad": {"nt_samples": 2},
@@ -372,7 +317,7 @@ def test_every_method_on_a_batch_leaves_the_model_untouched(method):
     }.get(method, {})
     x = image(5, (2, 3, 24, 40))  # a batch of non-square images
     result = attribute(model, x, method, **small)
-    assert_untouched(model, before)
+    untouched.check(model, before)
     assert result.map.shape == (2, 24, 40) and result.map.dtype == torch.float32
     assert result.raw.shape[0] == 2
     assert result.top_prediction and isinstance(result.target, list) and len(result.target) == 2
@@ -381,7 +326,7 @@ def test_every_method_on_a_batch_leaves_the_model_untouched(method):
     assert torch.isfinite(result.map).all()
     again = attribute(model, x, method, target=[0, 5], **small)
     assert again.target == [0, 5] and not again.top_prediction
-    assert_untouched(model, before)
+    untouched.check(model, before)
 
 
 def test_single_image_gives_an_hxw_map_and_an_int_target():
@@ -460,9 +405,9 @@ def test_progress_is_reported_in_steps(method):
 
 
 @pytest.mark.parametrize("method", sorted(SLOW))
-def test_cancel_stops_promptly_and_leaves_the_model_usable(method):
+def test_cancel_stops_promptly_and_leaves_the_model_usable(method, untouched):
     model = tiny_resnet()
-    before = snapshot(model)
+    before = untouched.snapshot(model)
     calls = []
 
     def cancel_at_a_third(fraction: float) -> None:
@@ -473,13 +418,13 @@ def test_cancel_stops_promptly_and_leaves_the_model_usable(method):
     with pytest.raises(Cancelled):
         attribute(model, image(11), method, target=1, progress=cancel_at_a_third, **SLOW[method])
     assert calls[-1] < 0.7  # stopped at the first report past a third, not at the end
-    assert_untouched(model, before)
+    untouched.check(model, before)
     seed(0)
     first = attribute(model, image(11), method, target=1, **SLOW[method])
     seed(0)
     second = attribute(model, image(11), method, target=1, **SLOW[method])
     assert torch.equal(first.map, second.map)
-    assert_untouched(model, before)
+    untouched.check(model, before)
 
 
 def test_cancel_from_another_thread_lands_within_a_second():
@@ -518,12 +463,9 @@ def test_progress_chunking_keeps_integrated_gradients_equal():
 # --- bad input ---------------------------------------------------------------------------------------
 
 
-def _raises(match: str, *args, **kwargs) -> None:
-    model = args[0]
-    before = snapshot(model)
-    with pytest.raises(ValueError, match=match):
+def _raises(untouched, match: str, *args, **kwargs) -> None:
+    with untouched(args[0]), pytest.raises(ValueError, match=match):
         attribute(*args, **kwargs)
-    assert_untouched(model, before)
 
 
 def test_unknown_method_lists_the_available_ones():
@@ -533,36 +475,61 @@ def test_unknown_method_lists_the_available_ones():
 
 
 @pytest.mark.parametrize("method", ["saliency", "occlusion", "grad_cam", "deeplift", "hires_cam", "cam", "score_cam"])
-def test_target_out_of_range(method):
-    _raises(r"target 6 is out of range: the model has 6 classes \(0‥5\)", tiny_resnet(), image(0), method, target=6)
-    _raises("out of range", tiny_resnet(), image(0), method, target=-1)
+def test_target_out_of_range(method, untouched):
+    match = r"target 6 is out of range: the model has 6 classes \(0‥5\)"
+    _raises(untouched, match, tiny_resnet(), image(0), method, target=6)
+    _raises(untouched, "out of range", tiny_resnet(), image(0), method, target=-1)
 
 
-def test_target_list_length_and_type():
-    _raises("got 3 targets for 2 images", tiny_resnet(), image(0, (2, 3, 32, 32)), "saliency", target=[1, 2, 3])
+def test_target_list_length_and_type(untouched):
+    batch = image(0, (2, 3, 32, 32))
+    _raises(untouched, "got 3 targets for 2 images", tiny_resnet(), batch, "saliency", target=[1, 2, 3])
     with pytest.raises(TypeError, match="class index"):
         attribute(tiny_resnet(), image(0), "saliency", target=1.5)
 
 
 @pytest.mark.parametrize("method", ["grad_cam", "guided_grad_cam", "grad_cam_pp", "score_cam", "eigen_cam", "cam"])
-def test_layer_without_spatial_output(method):
-    _raises("no spatial dimensions", tiny_resnet(), image(0), method, layer="fc")
+def test_layer_without_spatial_output(method, untouched):
+    _raises(untouched, "no spatial dimensions", tiny_resnet(), image(0), method, layer="fc")
 
 
-def test_unknown_and_shared_layers():
-    _raises("did you mean 'layer2'", tiny_resnet(), image(0), "grad_cam", layer="layer22")
+def test_unknown_and_shared_layers(untouched):
+    _raises(untouched, "did you mean 'layer2'", tiny_resnet(), image(0), "grad_cam", layer="layer22")
     for method in ("grad_cam", "hires_cam"):
-        _raises("runs more than once", resnet18_like(10), image(0, (3, 64, 64)), method, layer="layer4.1.relu")
+        _raises(
+            untouched, "runs more than once", resnet18_like(10), image(0, (3, 64, 64)), method, layer="layer4.1.relu"
+        )
 
 
-def test_cam_needs_a_gap_linear_head():
-    _raises("global average pooling", tiny_resnet(), image(0), "cam", layer="layer1")
+def test_cam_needs_a_gap_linear_head(untouched):
+    _raises(untouched, "global average pooling", tiny_resnet(), image(0), "cam", layer="layer1")
     flat_head = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 32 * 32, 5))
-    _raises("global average pooling", flat_head, image(0), "cam")
+    _raises(untouched, "global average pooling", flat_head, image(0), "cam")
 
 
-def test_deeplift_refuses_reused_nonlinearities_clearly():
-    _raises("runs more than once", resnet18_like(10), image(0, (3, 64, 64)), "deeplift", target=0)
+class BranchingShared(nn.Module):
+    """One ReLU module used twice, behind data-dependent control flow: fx cannot trace it, so DeepLift
+    cannot get a copy with one module per use."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.relu = nn.ReLU()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.relu(self.conv(x))
+        if bool(y.detach().sum() >= 0):
+            y = self.relu(y - 0.1)
+        return self.fc(y.mean((2, 3)))
+
+
+def test_deeplift_unshares_reused_nonlinearities_or_refuses_clearly(untouched):
+    model = resnet18_like(10)  # one ReLU per block, used twice: attributed on a copy with one per use
+    with untouched(model):
+        result = attribute(model, image(0, (3, 64, 64)), "deeplift", target=0)
+    assert torch.isfinite(result.map).all() and result.map.abs().sum() > 0
+    _raises(untouched, "runs more than once", BranchingShared(), image(0), "deeplift", target=0)
 
 
 @pytest.mark.parametrize(
@@ -584,8 +551,8 @@ def test_deeplift_refuses_reused_nonlinearities_clearly():
         ("hires_cam", {"batch_size": 5}, "valid options of 'hires_cam': none"),
     ],
 )
-def test_bad_options(method, options, match):
-    _raises(match, tiny_resnet(), image(0), method, options=options)
+def test_bad_options(method, options, match, untouched):
+    _raises(untouched, match, tiny_resnet(), image(0), method, options=options)
 
 
 class NaNModel(nn.Module):
@@ -600,8 +567,8 @@ class NaNModel(nn.Module):
 
 
 @pytest.mark.parametrize("method", ["saliency", "grad_cam", "hires_cam"])
-def test_nan_results_are_reported(method):
-    _raises("NaN", NaNModel(), image(0), method, target=0)
+def test_nan_results_are_reported(method, untouched):
+    _raises(untouched, "NaN", NaNModel(), image(0), method, target=0)
 
 
 def test_public_exports():

@@ -5,6 +5,7 @@ on them, the formulas in float64 numpy. No hooks, no capture engine."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -12,11 +13,9 @@ import torch
 import torch.nn.functional as F
 from test_attribution import (  # noqa: F401 (single_thread is an autouse fixture)
     assert_close,
-    assert_untouched,
     image,
     shapesnet,
     single_thread,
-    snapshot,
     tiny_resnet,
 )
 from torch import nn
@@ -175,10 +174,11 @@ REFERENCES = {
 }
 
 
-def check(method: str, model: nn.Module, split_for, layer: str, x: torch.Tensor, targets: list[int] | None) -> None:
-    before = snapshot(model)
-    result = attribute(model, x, method, target=targets, layer=layer)
-    assert_untouched(model, before)
+def check(
+    untouched: Any, method: str, model: nn.Module, split_for, layer: str, x: torch.Tensor, targets: list[int] | None
+) -> None:
+    with untouched(model):
+        result = attribute(model, x, method, target=targets, layer=layer)
     a, g, used, logits = features_and_gradients(split_for(model, layer, x), x, targets)
     if method != "eigen_cam":  # class-agnostic: its target is only recorded
         assert result.target == used
@@ -202,33 +202,33 @@ CAMS = sorted(REFERENCES)
 
 
 @pytest.mark.parametrize("method", [m for m in CAMS if m != "score_cam"])
-def test_batch_of_non_square_images_at_the_last_block(resnet, method):
-    check(method, resnet, resnet_split, "layer4", image(20, (2, 3, 64, 96)), None)
+def test_batch_of_non_square_images_at_the_last_block(resnet, method, untouched):
+    check(untouched, method, resnet, resnet_split, "layer4", image(20, (2, 3, 64, 96)), None)
 
 
 @pytest.mark.parametrize("method", CAMS)
-def test_batch_of_non_square_images_on_a_small_resnet(method):
-    check(method, tiny_resnet(), tiny_split, "layer2", image(26, (3, 3, 40, 56)), None)
+def test_batch_of_non_square_images_on_a_small_resnet(method, untouched):
+    check(untouched, method, tiny_resnet(), tiny_split, "layer2", image(26, (3, 3, 40, 56)), None)
 
 
 @pytest.mark.parametrize("method", [m for m in CAMS if m not in ("score_cam", "cam")])  # cam: only before GAP
-def test_given_targets_at_an_earlier_layer(resnet, method):
-    check(method, resnet, resnet_split, "layer3", image(21, (3, 3, 48, 40)), [3, 7, 0])
+def test_given_targets_at_an_earlier_layer(resnet, method, untouched):
+    check(untouched, method, resnet, resnet_split, "layer3", image(21, (3, 3, 48, 40)), [3, 7, 0])
 
 
 @pytest.mark.parametrize("method", ["grad_cam_pp", "hires_cam", "layer_cam", "xgrad_cam"])
-def test_a_layer_whose_output_is_rewritten_in_place(resnet, method):
-    check(method, resnet, resnet_split, "layer4.1.bn2", image(22, (2, 3, 64, 64)), [1, 2])
+def test_a_layer_whose_output_is_rewritten_in_place(resnet, method, untouched):
+    check(untouched, method, resnet, resnet_split, "layer4.1.bn2", image(22, (2, 3, 64, 64)), [1, 2])
 
 
-def test_score_cam_at_an_earlier_layer_with_given_targets(resnet):
-    check("score_cam", resnet, resnet_split, "layer3", image(23, (1, 3, 16, 24)), [5])
+def test_score_cam_at_an_earlier_layer_with_given_targets(resnet, untouched):
+    check(untouched, "score_cam", resnet, resnet_split, "layer3", image(23, (1, 3, 16, 24)), [5])
 
 
 @pytest.mark.parametrize("method", CAMS)
-def test_on_shapesnet(method):
+def test_on_shapesnet(method, untouched):
     model = shapesnet()
-    check(method, model, shapesnet_split, "features", image(24, (2, 3, 64, 64)), None)
+    check(untouched, method, model, shapesnet_split, "features", image(24, (2, 3, 64, 64)), None)
 
 
 def test_cam_equals_grad_cam_up_to_scale_on_a_gap_linear_model(resnet):

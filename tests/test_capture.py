@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-import torch.nn.modules.module as module_globals
 from PIL import Image
 from torch import nn
 
@@ -24,59 +23,6 @@ ALL = list(archs.ARCHS)
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-def hook_census(model: nn.Module) -> dict[str, int]:
-    """Every hook container torch knows about, with its size: per module, per parameter/buffer tensor,
-    the global module hooks, and the torch-function mode stack."""
-    census: dict[str, int] = {}
-    for name, m in model.named_modules():
-        for attr, value in vars(m).items():
-            if "hook" in attr and isinstance(value, dict):
-                census[f"{name or '<root>'}.{attr}"] = len(value)
-    for name, t in [*model.named_parameters(), *model.named_buffers()]:
-        for attr in ("_backward_hooks", "_post_accumulate_grad_hooks"):
-            census[f"{name}.{attr}"] = len(getattr(t, attr, None) or {})
-    for attr in dir(module_globals):
-        value = getattr(module_globals, attr)
-        if attr.startswith("_global_") and isinstance(value, dict):
-            census[attr] = len(value)
-    census["torch_function_mode_stack"] = torch._C._len_torch_function_stack()
-    return census
-
-
-def bits(t: torch.Tensor) -> bytes:
-    return t.detach().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
-
-
-def snapshot(model: nn.Module) -> dict[str, Any]:
-    """Identity and exact bits of every parameter, gradient and buffer, plus flags."""
-    return {
-        "params": {
-            n: (p, bits(p), p.requires_grad, p.grad, None if p.grad is None else bits(p.grad))
-            for n, p in model.named_parameters()
-        },
-        "buffers": {n: (b, bits(b), b.dtype) for n, b in model.named_buffers()},
-        "training": {n: m.training for n, m in model.named_modules()},
-    }
-
-
-def assert_same_state(before: dict[str, Any], model: nn.Module) -> None:
-    after = snapshot(model)
-    assert after["training"] == before["training"]
-    assert after["params"].keys() == before["params"].keys()
-    for n, (p, b, rg, g, gb) in before["params"].items():
-        p2, b2, rg2, g2, gb2 = after["params"][n]
-        assert p2 is p, f"parameter {n} was replaced"
-        assert b2 == b, f"parameter {n} changed"
-        assert rg2 == rg, f"requires_grad of {n} changed"
-        assert g2 is g, f".grad of {n} was replaced"
-        assert gb2 == gb, f".grad of {n} changed"
-    assert after["buffers"].keys() == before["buffers"].keys()
-    for n, (buf, b, dtype) in before["buffers"].items():
-        buf2, b2, dtype2 = after["buffers"][n]
-        assert buf2 is buf, f"buffer {n} was replaced"
-        assert (b2, dtype2) == (b, dtype), f"buffer {n} changed"
-
-
 def disturb(model: nn.Module) -> None:
     """Give the model a state worth restoring: some gradients, a frozen parameter, mixed train flags."""
     g = torch.Generator().manual_seed(7)
@@ -99,14 +45,14 @@ def run(model: nn.Module, x: torch.Tensor, layers: list[str] | None = None) -> d
     return dict(cap.activations)
 
 
-def test_capture_activations_runs_in_eval_mode_and_agrees_with_itself() -> None:
+def test_capture_activations_runs_in_eval_mode_and_agrees_with_itself(untouched: Any) -> None:
     """Dropout and train-mode BatchNorm would make two identical calls differ: capture_activations runs
     the model in eval mode (restored afterwards) and equals an eval-mode reference."""
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Dropout(0.5), nn.ReLU()).train()
     x = torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(0))
-    before = snapshot(model)
+    before = untouched.snapshot(model)
     first, second = capture_activations(model, x), capture_activations(model, x)
-    assert_same_state(before, model)
+    untouched.check(model, before)
     assert all(m.training for m in model.modules())
     want = archs.reference_activations(copy.deepcopy(model).eval(), x)
     for key in want:
@@ -255,7 +201,7 @@ def test_activations_are_detached_when_grad_is_enabled() -> None:
         assert not value.requires_grad and value.grad_fn is None
 
 
-def test_nested_captures_both_record_exact_values() -> None:
+def test_nested_captures_both_record_exact_values(untouched: Any) -> None:
     model, x = archs.build("resnet18_like")
     want = reference(model, x)
     with ActivationCapture(model) as outer, ActivationCapture(model, ["layer2.0.bn2", "bn1"]) as inner:
@@ -265,7 +211,7 @@ def test_nested_captures_both_record_exact_values() -> None:
     for store in (outer.activations, inner.activations):
         for key, value in store.items():
             assert torch.equal(value, want[key]), key
-    assert hook_census(model) == hook_census(archs.build("resnet18_like")[0])
+    assert untouched.census(model) == untouched.census(archs.build("resnet18_like")[0])
 
 
 def test_reentering_a_capture_starts_afresh() -> None:
@@ -285,7 +231,7 @@ def test_batch_of_several_images() -> None:
     assert torch.equal(got["fc"], reference(model, x)["fc"])
 
 
-def test_leaf_returning_a_tuple_is_skipped_by_default_and_refused_by_name() -> None:
+def test_leaf_returning_a_tuple_is_skipped_by_default_and_refused_by_name(untouched: Any) -> None:
     class Pair(nn.Module):
         def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             return x, -x
@@ -303,40 +249,40 @@ def test_leaf_returning_a_tuple_is_skipped_by_default_and_refused_by_name() -> N
     model = WithPair()
     x = torch.rand(1, 3, 8, 8)
     assert list(capture_activations(model, x)) == ["conv"]
-    before = hook_census(model)
-    with pytest.raises(ValueError, match=r"'pair'.*tuple.*not a tensor"):
+    with untouched(model), pytest.raises(ValueError, match=r"'pair'.*tuple.*not a tensor"):
         capture_activations(model, x, layers=["pair"])
-    assert hook_census(model) == before
 
 
 # ------------------------------------------------------------------------------------ hooks and state
 @pytest.mark.parametrize("arch", ALL)
-def test_no_hooks_remain_after_return(arch: str) -> None:
+def test_no_hooks_remain_after_return(arch: str, untouched: Any) -> None:
     model, x = archs.build(arch)
-    before = hook_census(model)
+    before = untouched.census(model)
     assert sum(before.values()) == 0
     run(model, x)
-    assert hook_census(model) == before
+    assert untouched.census(model) == before
     with ActivationCapture(model) as cap, torch.no_grad():
-        inside = hook_census(model)
+        inside = untouched.census(model)
         model(x)
     assert sum(inside.values()) > 0, "the census must see the capture's own hooks"
     assert cap.activations
-    assert hook_census(model) == before
+    assert untouched.census(model) == before
 
 
 @pytest.mark.parametrize("error", [RuntimeError, KeyboardInterrupt])
-def test_no_hooks_remain_and_state_restored_after_exception_mid_forward(error: type[BaseException]) -> None:
+def test_no_hooks_remain_and_state_restored_after_exception_mid_forward(
+    error: type[BaseException], untouched: Any
+) -> None:
     model, x = archs.build("resnet18_like")
     model.train()
     disturb(model)
-    before_hooks, before_state = hook_census(model), snapshot(model)
+    before = untouched.snapshot(model)
 
     def explode(module: nn.Module, args: Any, output: Any) -> None:
         raise error("boom inside layer2")
 
     handle = model.layer2[0].bn2.register_forward_hook(explode)
-    with_user_hook = hook_census(model)
+    with_user_hook = untouched.census(model)
     # a raw error from inside the model reaches the user as a ValueError naming the input, with the
     # original chained; an interrupt passes through as it is
     expected = ValueError if error is RuntimeError else error
@@ -344,47 +290,43 @@ def test_no_hooks_remain_and_state_restored_after_exception_mid_forward(error: t
         capture_activations(model, x)
     if expected is ValueError:
         assert "(1, 3, 64, 64)" in str(info.value) and isinstance(info.value.__cause__, RuntimeError)
-    assert hook_census(model) == with_user_hook
+    assert untouched.census(model) == with_user_hook
     handle.remove()
-    assert hook_census(model) == before_hooks
-    assert_same_state(before_state, model)
+    untouched.check(model, before)
 
 
-def test_no_hooks_remain_after_exception_raised_by_the_model() -> None:
+def test_no_hooks_remain_after_exception_raised_by_the_model(untouched: Any) -> None:
     model = archs.Exploding().train()
     x = torch.rand(1, 3, 8, 8)
-    before_hooks, before_state = hook_census(model), snapshot(model)
-    with pytest.raises(ValueError, match="boom mid-forward"):
-        capture_activations(model, x)
-    with pytest.raises(RuntimeError, match="boom mid-forward"):
-        with ActivationCapture(model, ["bn1", "conv2"]):
-            model(x)
-    assert hook_census(model) == before_hooks
-    assert_same_state(before_state, model)
+    with untouched(model):
+        with pytest.raises(ValueError, match="boom mid-forward"):
+            capture_activations(model, x)
+        with pytest.raises(RuntimeError, match="boom mid-forward"):
+            with ActivationCapture(model, ["bn1", "conv2"]):
+                model(x)
 
 
-def test_no_hooks_remain_after_exception_in_the_with_block() -> None:
+def test_no_hooks_remain_after_exception_in_the_with_block(untouched: Any) -> None:
     model, x = archs.build("inplace_zoo")
-    before = hook_census(model)
+    before = untouched.snapshot(model)
     with pytest.raises(ZeroDivisionError):
         with ActivationCapture(model), torch.no_grad():
             model(x)
             1 / 0
-    assert hook_census(model) == before
+    untouched.check(model, before)
     with pytest.raises(ValueError):
         ActivationCapture(model, ["conv1", "nope"]).__enter__()
-    assert hook_census(model) == before
+    untouched.check(model, before)
 
 
-def test_user_hooks_survive_capture() -> None:
+def test_user_hooks_survive_capture(untouched: Any) -> None:
     model, x = archs.build("plain")
     seen: list[str] = []
     model.conv1.register_forward_hook(lambda m, a, o: seen.append("fwd"))
     model.conv2.register_forward_pre_hook(lambda m, a: seen.append("pre"))
     model.fc.weight.register_hook(lambda g: g)
-    before = hook_census(model)
-    run(model, x)
-    assert hook_census(model) == before
+    with untouched(model, empty=False):
+        run(model, x)
     seen.clear()
     with torch.no_grad():
         model(x)
@@ -392,23 +334,23 @@ def test_user_hooks_survive_capture() -> None:
 
 
 @pytest.mark.parametrize("arch", ALL)
-def test_model_state_is_restored(arch: str) -> None:
+def test_model_state_is_restored(arch: str, untouched: Any) -> None:
     model, x = archs.build(arch)
     disturb(model)
-    before = snapshot(model)
+    before = untouched.snapshot(model)
     run(model, x)
-    assert_same_state(before, model)
+    untouched.check(model, before)
     with ActivationCapture(model, archs.leaf_names(model)[:2]), torch.no_grad():
         model(x)
-    assert_same_state(before, model)
+    untouched.check(model, before)
 
 
-def test_train_mode_batchnorm_statistics_are_not_updated() -> None:
+def test_train_mode_batchnorm_statistics_are_not_updated(untouched: Any) -> None:
     model, x = archs.build("train_bn")
     assert model.training and model.bn1.training
-    before = snapshot(model)
+    before = untouched.snapshot(model)
     run(model, x)
-    assert_same_state(before, model)
+    untouched.check(model, before)
     assert int(model.bn2.num_batches_tracked) == 0
     # The same forward without capture does update them (so the assertions above can fail).
     with torch.no_grad():
@@ -417,13 +359,13 @@ def test_train_mode_batchnorm_statistics_are_not_updated() -> None:
     assert not torch.equal(model.bn1.running_mean, torch.zeros(8))
 
 
-def test_backward_inside_the_context_leaves_gradients_as_before() -> None:
+def test_backward_inside_the_context_leaves_gradients_as_before(untouched: Any) -> None:
     model, x = archs.build("resnet18_like")
     disturb(model)
-    before = snapshot(model)
+    before = untouched.snapshot(model)
     with ActivationCapture(model, ["layer1.0.bn2"]):
         model(x).square().sum().backward()
-    assert_same_state(before, model)
+    untouched.check(model, before)
 
 
 def test_buffer_rebound_in_forward_is_restored() -> None:
@@ -473,14 +415,12 @@ def test_shared_module_selected_by_name_records_every_call() -> None:
     ("name", "suggested"),
     [("layer1.0.bn3", "'layer1.0.bn2'"), ("layer1.0.conv", "'layer1.0.conv1'"), ("Conv1", "'conv1'")],
 )
-def test_unknown_layer_suggests_nearest_names(name: str, suggested: str) -> None:
+def test_unknown_layer_suggests_nearest_names(name: str, suggested: str, untouched: Any) -> None:
     model, x = archs.build("resnet18_like")
-    before = hook_census(model)
-    with pytest.raises(ValueError, match=r"unknown layer") as info:
+    with untouched(model), pytest.raises(ValueError, match=r"unknown layer") as info:
         capture_activations(model, x, layers=["conv1", name])
     assert repr(name) in str(info.value)
     assert "did you mean" in str(info.value) and suggested in str(info.value)
-    assert hook_census(model) == before
 
 
 def test_unknown_layer_far_from_everything_lists_known_names() -> None:
@@ -535,12 +475,10 @@ def test_model_that_is_not_a_module(model: Any, match: str) -> None:
     ids=["grey-for-rgb", "5ch", "hwc-2ch", "rank1", "rank5", "empty-t", "empty-np", "bool", "complex",
          "np-bool", "np-str", "nan", "inf", "list"],
 )
-def test_bad_images_give_clear_errors(image: Any, error: type[Exception], match: str) -> None:
+def test_bad_images_give_clear_errors(image: Any, error: type[Exception], match: str, untouched: Any) -> None:
     model, _ = archs.build("plain")
-    before = hook_census(model)
-    with pytest.raises(error, match=match):
+    with untouched(model), pytest.raises(error, match=match):
         capture_activations(model, image)
-    assert hook_census(model) == before
 
 
 def test_missing_file(tmp_path: pathlib.Path) -> None:
@@ -643,12 +581,10 @@ def test_capture_accepts_a_batch_and_moves_nothing_it_should_not() -> None:
 RESNET18_PARAMS = 11_689_512
 
 
-def test_layer_table_resnet() -> None:
+def test_layer_table_resnet(untouched: Any) -> None:
     model = resnet18_like()
-    before, before_hooks = snapshot(model), hook_census(model)
-    rows = layer_table(model, torch.rand(3, 64, 64))
-    assert_same_state(before, model)
-    assert hook_census(model) == before_hooks
+    with untouched(model):
+        rows = layer_table(model, torch.rand(3, 64, 64))
     by_name = {r.name: r for r in rows}
     assert [r.name for r in rows[:5]] == ["conv1", "bn1", "relu", "maxpool", "layer1.0.conv1"]
     assert rows[-1].name == "fc" and rows[-1].output_shape == (1, 1000)
