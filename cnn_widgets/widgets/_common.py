@@ -1,5 +1,5 @@
-"""Pieces shared by the widget classes: the bundled front-end modules, colormap and sign names, trait
-checks and their errors."""
+"""Pieces shared by the widget classes: the bundled front-end modules, the colormap names and choice lists
+the browser shares, trait checks and their errors."""
 
 from __future__ import annotations
 
@@ -20,8 +20,21 @@ COLORMAPS: tuple[str, ...] = (
 )
 # Diverging maps are centred on zero in the browser (symmetric range), so signed data reads naturally.
 DIVERGING: tuple[str, ...] = ("RdBu_r", "coolwarm")
-# Which part of a signed attribution map the heatmap views show (``SIGNS`` in ``js/src/overlay.js``).
+
+# Choice lists the browser shares. ``js/scripts/make_constants.py`` writes them into
+# ``js/src/constants_data.js`` (same names), which the views import; ``tests/test_constants.py`` fails
+# when that file is out of date. Menus show the choices in this order.
+#
+# Which part of a signed attribution map the heatmap views show (``sign``).
 SIGNS: tuple[str, ...] = ("positive", "negative", "absolute", "all")
+# ActivationBrowser ``scale``: each channel on its own colour range, one per layer, one for all layers.
+ACTIVATION_SCALES: tuple[str, ...] = ("channel", "layer", "global")
+# Compare ``scale``: one colour range for every panel, one per method (row), one per panel.
+COMPARE_SCALES: tuple[str, ...] = ("shared", "per-method", "per-panel")
+# FilterGrid ``normalize``: each filter on its own colour range, or all on the layer's.
+FILTER_NORMALIZE: tuple[str, ...] = ("filter", "layer")
+# What make_constants.py exports, in file order.
+JS_CONSTANTS: tuple[str, ...] = ("SIGNS", "ACTIVATION_SCALES", "COMPARE_SCALES", "FILTER_NORMALIZE")
 
 
 def bundle(name: str) -> pathlib.Path | str:

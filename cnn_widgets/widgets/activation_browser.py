@@ -27,7 +27,7 @@ from ._common import (
     WidgetValueError, bundle, check_colormap, check_index, check_name, check_opacity, split_buffers,
 )
 
-SCALES = ("channel", "layer", "global")
+from ._common import ACTIVATION_SCALES as SCALES  # one list with the browser
 SORTS = ("index", "mean", "max")
 MB = 1024 * 1024
 

@@ -27,7 +27,7 @@ from ._common import HeatmapDisplay, bundle, check_choice
 from ..capture import model_lock
 from .attribution_view import check_labels, class_probabilities, error_text
 
-SCALES: tuple[str, ...] = ("shared", "per-panel", "per-method")
+from ._common import COMPARE_SCALES as SCALES  # one list with the browser
 
 
 class Compare(HeatmapDisplay, anywidget.AnyWidget):

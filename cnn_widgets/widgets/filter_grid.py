@@ -18,7 +18,7 @@ from .._checks import check_model
 from ..layers import conv_layers
 from ._common import bundle, check_colormap, check_index, check_name
 
-NORMALIZE = ("filter", "layer")
+from ._common import FILTER_NORMALIZE as NORMALIZE  # one list with the browser
 
 
 class FilterGrid(anywidget.AnyWidget):

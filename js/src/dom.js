@@ -1,11 +1,29 @@
 // Small DOM helpers shared by the widgets: element creation (text only, never HTML), a scope that
-// removes every listener it added, the labelled controls of the toolbars and the pointer on a tile grid.
+// removes every listener it added, the labelled controls of the toolbars and the pointer and keyboard
+// on a tile grid.
 
-import { hitTest } from "./grid.js";
+import { hitTest, stepSlot } from "./grid.js";
 import { CSS } from "./style.js";
 
+/** Elements that take the focus and use keys a notebook also binds (arrows, Home/End, Enter, Space). */
+const CONTROL_TAGS = new Set(["input", "select", "button", "textarea"]);
+
 /**
- * Create an element. Text goes in through textContent; attributes through setAttribute.
+ * Keep JupyterLab's and Notebook 7's keyboard shortcuts away from `node`: Lumino skips every binding for
+ * a key event whose target is, or sits inside, an element with `data-lm-suppress-shortcuts`. The
+ * attribute has to be on the focused control itself, not only on an ancestor: Lumino tests the binding's
+ * selector (for the notebook's arrow keys `.jp-Notebook.jp-mod-commandMode … :focus`) on the target
+ * first and only then walks up, so the focused control matches before the walk reaches the ancestor.
+ * Every control made with `h`, every tile grid and every view's root carry it.
+ * @param {Element} node
+ */
+export function suppressShortcuts(node) {
+  node.setAttribute("data-lm-suppress-shortcuts", "true");
+}
+
+/**
+ * Create an element. Text goes in through textContent; attributes through setAttribute. Controls
+ * (input, select, button, textarea) get `data-lm-suppress-shortcuts` (see suppressShortcuts).
  * @param {string} tag
  * @param {{className?: string, text?: string, attrs?: Record<string, string>}} [props]
  * @param {Node[]} [children]
@@ -13,6 +31,7 @@ import { CSS } from "./style.js";
  */
 export function h(tag, props = {}, children = []) {
   const node = document.createElement(tag);
+  if (CONTROL_TAGS.has(tag)) suppressShortcuts(node);
   if (props.className) node.className = props.className;
   if (props.text !== undefined) node.textContent = props.text;
   for (const [k, v] of Object.entries(props.attrs ?? {})) node.setAttribute(k, v);
@@ -66,12 +85,17 @@ export class Scope {
 
 /**
  * The root element of a widget view, with its stylesheet.
+ *
+ * The root carries Lumino's `data-lm-suppress-shortcuts`, as do the controls inside it (see
+ * suppressShortcuts): in JupyterLab and Notebook 7 an arrow key on a control of the view (slider,
+ * select, number input, tile grid) would otherwise also move the active cell or collapse a heading.
  * @param {HTMLElement} el the element anywidget gives render()
  * @param {string} kind extra class, e.g. "cnnw-filter-grid"
  * @returns {HTMLElement}
  */
 export function mountRoot(el, kind) {
   const root = h("div", { className: `cnnw-root ${kind}` });
+  suppressShortcuts(root);
   const style = h("style", { text: CSS });
   el.replaceChildren(style, root);
   return root;
@@ -168,20 +192,57 @@ export function showTooltip(tip, text, e, root) {
   tip.hidden = false;
 }
 
+/**
+ * Replace the children of `box` with one line of text per string (textContent, never HTML); an empty
+ * list leaves `box` empty (style it with `:empty { display: none }`).
+ * @param {HTMLElement} box
+ * @param {unknown} lines a list of strings; anything else counts as empty
+ * @param {string} [className] class of each line
+ */
+export function textLines(box, lines, className = "cnnw-line") {
+  const list = Array.isArray(lines) ? lines.filter((x) => typeof x === "string" && x !== "") : [];
+  box.replaceChildren(...list.map((text) => h("div", { className, text })));
+}
+
 /** @typedef {{slot: number, row: number, col: number}} Hit a display slot and a pixel of its tile */
 
 /**
- * The pointer on a tile grid canvas: hovering a tile shows `describe`'s text in the tooltip (hidden
- * off the tiles), clicking one calls `pick`. While `live()` is null (nothing, or a stale layer, on
- * screen) the pointer does nothing.
+ * Scroll the grid's wrapper (when it scrolls) so that display slot `slot` is visible.
+ * @param {HTMLCanvasElement} grid
+ * @param {import("./grid.js").Layout} L
+ * @param {number} slot
+ */
+function revealSlot(grid, L, slot) {
+  const wrap = grid.parentElement;
+  if (!wrap || slot < 0) return;
+  const x = (slot % L.cols) * L.cell + grid.offsetLeft - wrap.offsetLeft;
+  const y = Math.floor(slot / L.cols) * L.cell + grid.offsetTop - wrap.offsetTop;
+  if (y < wrap.scrollTop) wrap.scrollTop = y;
+  else if (y + L.cell > wrap.scrollTop + wrap.clientHeight) wrap.scrollTop = y + L.cell - wrap.clientHeight;
+  if (x < wrap.scrollLeft) wrap.scrollLeft = x;
+  else if (x + L.cell > wrap.scrollLeft + wrap.clientWidth) wrap.scrollLeft = x + L.cell - wrap.clientWidth;
+}
+
+/**
+ * The pointer and the keyboard on a tile grid canvas. Hovering a tile shows `describe`'s text in the
+ * tooltip (hidden off the tiles); clicking a tile selects it, clicking the selected one clears the
+ * selection. The canvas is focusable (tabindex 0): arrow keys move the selection by one tile (up and
+ * down by a row), Home and End go to the first and last tile, Enter and Space clear the selection or
+ * select the tile last chosen. `select(s, -1)` clears. While `live()` is null (nothing, or a stale
+ * layer, on screen) the grid does nothing.
  * @template {{L: import("./grid.js").Layout}} S
  * @param {Scope} scope
  * @param {HTMLElement} root the view's root
  * @param {HTMLCanvasElement} grid
  * @param {HTMLElement} tooltip
- * @param {{live: () => S | null, describe: (s: S, hit: Hit) => string, pick: (s: S, hit: Hit) => void}} handlers
+ * @param {{live: () => S | null, describe: (s: S, hit: Hit) => string, selected: (s: S) => number,
+ *   select: (s: S, slot: number) => void}} handlers `selected`: the selected display slot or -1
  */
-export function gridPointer(scope, root, grid, tooltip, { live, describe, pick }) {
+export function gridPointer(scope, root, grid, tooltip, { live, describe, selected, select }) {
+  grid.tabIndex = 0;
+  suppressShortcuts(grid);
+  /** The slot Enter/Space selects when nothing is: the last one selected (or 0). */
+  let cursor = 0;
   /** @param {S} s @param {MouseEvent} e */
   const hitAt = (s, e) => {
     const r = grid.getBoundingClientRect();
@@ -201,7 +262,30 @@ export function gridPointer(scope, root, grid, tooltip, { live, describe, pick }
     const s = live();
     if (!s) return;
     const hit = hitAt(s, e);
-    if (hit) pick(s, hit);
+    if (!hit) return;
+    cursor = hit.slot;
+    select(s, selected(s) === hit.slot ? -1 : hit.slot);
+  });
+  scope.listen(grid, "keydown", (/** @type {KeyboardEvent} */ e) => {
+    if (e.altKey || e.ctrlKey || e.metaKey) return;
+    const s = live();
+    if (!s || !s.L.count) return;
+    const current = selected(s);
+    if (e.key === "Enter" || e.key === " ") {
+      e.preventDefault();
+      if (current >= 0) cursor = current;
+      cursor = Math.min(cursor, s.L.count - 1);
+      select(s, current >= 0 ? -1 : cursor);
+      if (current < 0) revealSlot(grid, s.L, cursor);
+      return;
+    }
+    const next = stepSlot(s.L, current, e.key);
+    if (next === null) return;
+    e.preventDefault(); // the page and the grid's scroll box stay put; the selection moves instead
+    tooltip.hidden = true;
+    cursor = next;
+    if (next !== current) select(s, next);
+    revealSlot(grid, s.L, next);
   });
 }
 

@@ -1,6 +1,7 @@
 // Tile grids: layout (square cells, DOM contract: slot i is centred at ((i%cols+.5)·cell,
-// (⌊i/cols⌋+.5)·cell)), display order, colouring tiles through a LUT and nearest-neighbour blitting
-// into one RGBA pixel buffer. Pure functions over typed arrays, so node --test covers them.
+// (⌊i/cols⌋+.5)·cell)), keyboard steps between slots, display order, colouring tiles through a LUT
+// and nearest-neighbour blitting into one RGBA pixel buffer. Pure functions over typed arrays, so
+// node --test covers them.
 
 import { colorIndex } from "./colormap.js";
 
@@ -93,6 +94,28 @@ export function hitTest(L, x, y) {
     col: clamp(Math.floor(((x - x0) * L.tileW) / L.drawW), L.tileW),
   };
 }
+
+/**
+ * The display slot a key moves a grid selection to: ArrowLeft/ArrowRight one slot back/on,
+ * ArrowUp/ArrowDown one row (staying put where there is no row), Home/End the first/last slot; from no
+ * selection (slot < 0) every one of those keys goes to slot 0, End to the last. Ends do not wrap.
+ * @param {Layout} L
+ * @param {number} slot the selected slot, or -1
+ * @param {string} key KeyboardEvent.key
+ * @returns {number | null} the new slot (possibly the same), or null for a key the grid does not use
+ */
+export function stepSlot(L, slot, key) {
+  const n = L.count;
+  if (!n || !STEP_KEYS.has(key)) return null;
+  if (key === "End") return n - 1;
+  if (slot < 0 || slot >= n || key === "Home") return 0;
+  if (key === "ArrowLeft") return Math.max(0, slot - 1);
+  if (key === "ArrowRight") return Math.min(n - 1, slot + 1);
+  if (key === "ArrowUp") return slot - L.cols >= 0 ? slot - L.cols : slot;
+  return slot + L.cols < n ? slot + L.cols : slot; // ArrowDown
+}
+
+const STEP_KEYS = new Set(["ArrowLeft", "ArrowRight", "ArrowUp", "ArrowDown", "Home", "End"]);
 
 /**
  * @typedef {"index" | "mean" | "max"} SortMode

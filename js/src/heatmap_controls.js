@@ -4,7 +4,7 @@
 
 import { COLORMAPS } from "./colormap.js";
 import { bindControl, h, labelledSelect } from "./dom.js";
-import { SIGNS } from "./overlay.js";
+import { SIGNS } from "./constants_data.js";
 
 const SAVE_DELAY_MS = 250;
 

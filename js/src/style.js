@@ -1,5 +1,6 @@
 // Stylesheet of every view. JupyterLab theme variables (--jp-*) with fallbacks keep the widgets
-// readable in light and dark themes, in Voila and in plain pages.
+// readable in light and dark themes, in Voila and in plain pages. Small text (captions, legends,
+// tooltips, notes) never goes below 12px, so it stays readable on a projector.
 
 export const CSS = `
 .cnnw-root {
@@ -11,8 +12,12 @@ export const CSS = `
   color: var(--jp-ui-font-color1, #1a1a1a);
   background: var(--jp-layout-color1, #ffffff);
   font-family: var(--jp-ui-font-family, system-ui, sans-serif);
-  font-size: var(--jp-ui-font-size1, 13px);
+  font-size: max(13px, var(--jp-ui-font-size1, 13px));
+  --cnnw-small-font-size: max(12px, var(--jp-ui-font-size0, 12px));
   max-width: 100%;
+}
+.cnnw-root [hidden] {
+  display: none !important;
 }
 .cnnw-toolbar {
   display: flex;
@@ -49,6 +54,7 @@ export const CSS = `
 }
 .cnnw-root input:focus-visible,
 .cnnw-root select:focus-visible,
+.cnnw-root button:focus-visible,
 .cnnw-root canvas:focus-visible {
   outline: 2px solid var(--jp-brand-color1, #1976d2);
   outline-offset: 1px;
@@ -65,7 +71,7 @@ export const CSS = `
 .cnnw-caption {
   color: var(--jp-ui-font-color2, #555);
   font-family: var(--jp-code-font-family, monospace);
-  font-size: var(--jp-ui-font-size0, 11px);
+  font-size: var(--cnnw-small-font-size);
   overflow-wrap: anywhere;
 }
 .cnnw-main {
@@ -99,7 +105,7 @@ export const CSS = `
   display: flex;
   align-items: center;
   gap: 4px;
-  font-size: var(--jp-ui-font-size0, 11px);
+  font-size: var(--cnnw-small-font-size);
   color: var(--jp-ui-font-color2, #555);
 }
 .cnnw-legend canvas {
@@ -118,7 +124,7 @@ export const CSS = `
   color: var(--jp-ui-inverse-font-color0, #fff);
   background: var(--jp-inverse-layout-color2, rgba(30, 30, 30, 0.92));
   font-family: var(--jp-code-font-family, monospace);
-  font-size: var(--jp-ui-font-size0, 11px);
+  font-size: var(--cnnw-small-font-size);
 }
 .cnnw-tooltip[hidden] {
   display: none;
@@ -127,6 +133,20 @@ export const CSS = `
   color: var(--jp-warn-color0, #b26b00);
 }
 .cnnw-status:empty {
+  display: none;
+}
+.cnnw-notes {
+  display: flex;
+  flex-direction: column;
+  gap: 2px;
+  max-width: 640px;
+  padding-left: 6px;
+  border-left: 3px solid var(--jp-warn-color1, #f0ad4e);
+  color: var(--jp-ui-font-color1, #1a1a1a);
+  font-size: var(--cnnw-small-font-size);
+  overflow-wrap: anywhere;
+}
+.cnnw-notes:empty {
   display: none;
 }
 `;

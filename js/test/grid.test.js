@@ -1,8 +1,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import {
-  blitTiles, colorizeRgb, colorizeScalar, hitTest, layoutGrid, packLut, packRGB, slotCenter, sortOrder, tileMeans,
-  tileOrigin,
+  blitTiles, colorizeRgb, colorizeScalar, hitTest, layoutGrid, packLut, packRGB, slotCenter, sortOrder, stepSlot,
+  tileMeans, tileOrigin,
 } from "../src/grid.js";
 
 test("layout: columns and rows for various channel counts", () => {
@@ -105,4 +105,28 @@ test("blit: nearest-neighbour magnification into slots, in display order, gaps t
   const [x1] = tileOrigin(L, 1);
   assert.deepEqual(row.slice(x1, x1 + 4), [1, 1, 2, 2]);
   assert.equal(dst[0], 0);
+});
+
+test("keyboard steps: arrows move by a slot or a row, stop at the ends, Home/End jump", () => {
+  const L = layoutGrid({ count: 10, tileH: 3, tileW: 3, cols: 4 }); // rows: 0-3, 4-7, 8-9
+  assert.equal(L.cols, 4);
+  const step = (/** @type {number} */ slot, /** @type {string} */ key) => stepSlot(L, slot, key);
+  assert.equal(step(5, "ArrowRight"), 6);
+  assert.equal(step(5, "ArrowLeft"), 4);
+  assert.equal(step(5, "ArrowUp"), 1);
+  assert.equal(step(5, "ArrowDown"), 9);
+  assert.equal(step(6, "ArrowDown"), 6, "no tile below: stay");
+  assert.equal(step(2, "ArrowUp"), 2, "first row: stay");
+  assert.equal(step(0, "ArrowLeft"), 0);
+  assert.equal(step(9, "ArrowRight"), 9);
+  assert.equal(step(3, "ArrowRight"), 4, "reading order continues on the next row");
+  assert.equal(step(5, "Home"), 0);
+  assert.equal(step(5, "End"), 9);
+  for (const key of ["ArrowLeft", "ArrowRight", "ArrowUp", "ArrowDown", "Home"]) {
+    assert.equal(step(-1, key), 0, `${key} from no selection`);
+  }
+  assert.equal(step(-1, "End"), 9);
+  assert.equal(step(12, "ArrowLeft"), 0, "a stale slot starts over");
+  for (const key of ["Enter", " ", "a", "Tab", "PageDown"]) assert.equal(step(5, key), null, key);
+  assert.equal(stepSlot(layoutGrid({ count: 0, tileH: 1, tileW: 1 }), -1, "ArrowRight"), null, "empty grid");
 });

@@ -177,6 +177,9 @@ def voila_server(root: Path, home: Path) -> Iterator[str]:
         str(BIN / "voila"), str(root), "--no-browser", f"--port={port}", "--Voila.ip=127.0.0.1",
         "--MappingKernelManager.cull_interval=5", "--MappingKernelManager.cull_idle_timeout=5",
         "--VoilaConfiguration.show_tracebacks=True",
+        # with the notebook package (7) installed beside Voila 0.5, its lab extension fails to load in
+        # every Voila page (a module-federation error); Voila needs none of it
+        "--VoilaConfiguration.extension_denylist=@jupyter-notebook/lab-extension",
     ]
     base = f"http://127.0.0.1:{port}"
     with Server(argv, base + "/", home / "voila.log", jupyter_env(home)):
@@ -195,6 +198,22 @@ def lab_server(root: Path, home: Path) -> Iterator[str]:
     ]
     base = f"http://127.0.0.1:{port}"
     with Server(argv, base + "/api", home / "lab.log", jupyter_env(home)):
+        yield base
+
+
+@contextmanager
+def notebook_server(root: Path, home: Path) -> Iterator[str]:
+    """Jupyter Notebook 7 on ``root`` without a token, with ``window.jupyterapp`` exposed; yields the base
+    URL (notebooks at ``/notebooks/NAME``)."""
+    port = free_port()
+    argv = [
+        str(BIN / "jupyter"), "notebook", "--no-browser", f"--port={port}", "--ServerApp.ip=127.0.0.1",
+        "--allow-root", "--IdentityProvider.token=", "--ServerApp.password=", "--ServerApp.disable_check_xsrf=True",
+        "--JupyterNotebookApp.expose_app_in_browser=True", f"--ServerApp.root_dir={root}",
+        "--MappingKernelManager.cull_interval=5", "--MappingKernelManager.cull_idle_timeout=5",
+    ]
+    base = f"http://127.0.0.1:{port}"
+    with Server(argv, base + "/api", home / "notebook.log", jupyter_env(home)):
         yield base
 
 

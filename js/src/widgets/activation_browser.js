@@ -4,6 +4,7 @@
 
 import { decodeImage } from "../codec.js";
 import { COLORMAPS, isDiverging, lut, tileRanges } from "../colormap.js";
+import { ACTIVATION_SCALES } from "../constants_data.js";
 import {
   Scope, accentColor, bindControl, colorLegend, fmt, gridPointer, h, labelledSelect, markPainted, mountRoot,
   outlineSlot, publishLayout, tooltipBox,
@@ -13,6 +14,8 @@ import { detailSize, paintColorbar, paintDetail, pixelsCanvas, rgbToRgba } from 
 import { LayerStore } from "../store.js";
 
 const VECTOR_COLS = 32;
+/** Menu text of the scale modes (the modes themselves: ACTIVATION_SCALES). @type {Record<string, string>} */
+const SCALE_TEXT = { channel: "per channel", layer: "per layer", global: "all layers" };
 const DETAIL_SIDE = 320;
 
 /**
@@ -27,18 +30,20 @@ function renderBrowser(model, el, store) {
 
   const slider = /** @type {HTMLInputElement} */ (h("input", {
     className: "cnnw-layer-slider",
-    attrs: { type: "range", min: "0", step: "1", "aria-label": "layer", "data-lm-suppress-shortcuts": "true" },
+    attrs: { type: "range", min: "0", step: "1", "aria-label": "layer" },
   }));
   const layerName = h("span", { className: "cnnw-layer-name" });
   const caption = h("span", { className: "cnnw-caption" });
-  const scale = labelledSelect("scale", "cnnw-scale", [["channel", "per channel"], ["layer", "per layer"], ["global", "all layers"]]);
+  const scale = labelledSelect("scale", "cnnw-scale", ACTIVATION_SCALES.map((m) => [m, SCALE_TEXT[m] ?? m]));
   const sort = labelledSelect("sort", "cnnw-sort", [["index", "index"], ["mean", "mean ↓"], ["max", "max ↓"]]);
   const cmap = labelledSelect("colormap", "cnnw-colormap", COLORMAPS.map((n) => [n, n]));
   const opacity = /** @type {HTMLInputElement} */ (h("input", {
     className: "cnnw-opacity",
     attrs: { type: "range", min: "0", max: "1", step: "0.05", "aria-label": "overlay opacity" },
   }));
-  const grid = /** @type {HTMLCanvasElement} */ (h("canvas", { className: "cnnw-grid", attrs: { "aria-label": "channels" } }));
+  const grid = /** @type {HTMLCanvasElement} */ (h("canvas", {
+    className: "cnnw-grid", attrs: { "aria-label": "channels: arrow keys choose one, Enter clears or restores it" },
+  }));
   const detail = /** @type {HTMLCanvasElement} */ (h("canvas", { className: "cnnw-detail", attrs: { "aria-label": "selected channel over the input image" } }));
   const detailCaption = h("div", { className: "cnnw-caption cnnw-detail-caption" });
   const { legend, bar, lo: barLo, hi: barHi } = colorLegend();
@@ -233,9 +238,12 @@ function renderBrowser(model, el, store) {
         ? `value ${ch}\n${fmt(v)}`
         : `channel ${ch} · (${hit.row}, ${hit.col})\n${fmt(v)}`;
     },
-    pick({ order }, hit) {
-      const ch = order[hit.slot];
-      model.set("channel", model.get("channel") === ch ? -1 : ch);
+    selected({ order }) {
+      const ch = model.get("channel");
+      return ch < 0 ? -1 : order.indexOf(ch);
+    },
+    select({ order }, slot) {
+      model.set("channel", slot < 0 ? -1 : order[slot]);
       model.save_changes();
     },
   });

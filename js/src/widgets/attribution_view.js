@@ -7,7 +7,7 @@ import { decode, decodeImage } from "../codec.js";
 import { isDiverging, lut } from "../colormap.js";
 import {
   Scope, bindControl, colorLegend, fmt, h, labelledSelect, markPainted, mountRoot, setOptions, showTooltip,
-  tooltipBox,
+  textLines, tooltipBox,
 } from "../dom.js";
 import { heatmapControls } from "../heatmap_controls.js";
 import {
@@ -136,6 +136,8 @@ function renderView(model, el) {
   }));
   const { legend, bar, lo: barLo, hi: barHi } = colorLegend();
   const caption = h("div", { className: "cnnw-caption cnnw-result-caption" });
+  /** Caveats about the result on screen (`_result.notes`), one line each. */
+  const notes = h("div", { className: "cnnw-notes", attrs: { role: "note" } });
   const tooltip = tooltipBox();
 
   root.append(
@@ -149,6 +151,7 @@ function renderView(model, el) {
     canvas,
     legend,
     caption,
+    notes,
     tooltip,
   );
 
@@ -176,6 +179,7 @@ function renderView(model, el) {
   /** Decode the latest result: float16 map times its peak, in the method's own units. */
   function loadResult() {
     const r = model.get("_result");
+    textLines(notes, r?.map ? r.notes : [], "cnnw-note");
     if (!r?.map) {
       result = null;
       return;
@@ -201,6 +205,7 @@ function renderView(model, el) {
   function paint() {
     if (!image) return;
     const ok = result && !model.get("error") && result.h === image.h && result.w === image.w;
+    notes.hidden = !ok;
     if (!ok || !result) {
       ctx.putImageData(new ImageData(rgbToRgba(image.rgb, image.h, image.w), image.w, image.h), 0, 0);
       legend.hidden = true;
@@ -233,6 +238,7 @@ function renderView(model, el) {
 
   /** Progress bar, cancel button, notice and error text from the traits. */
   function syncStatus() {
+    const focused = document.activeElement;
     const busy = Boolean(model.get("busy"));
     const p = Number(model.get("progress"));
     busyRow.hidden = !busy;
@@ -241,6 +247,30 @@ function renderView(model, el) {
     notice.textContent = busy ? "" : model.get("_notice");
     runAgain.hidden = busy || !model.get("_notice");
     error.textContent = model.get("error");
+    moveStatusFocus(focused);
+  }
+
+  /** Set when cancel or compute hid itself while it had the keyboard focus. */
+  let statusFocus = false;
+  /**
+   * Cancel and compute replace each other; when the one with the focus goes, the focus goes to the one
+   * that comes (possibly a trait change later), so the keyboard is not dropped back to the page.
+   * @param {Element | null} focused the focused element before the status changed
+   */
+  function moveStatusFocus(focused) {
+    const gone = (focused === cancel && busyRow.hidden) || (focused === runAgain && runAgain.hidden);
+    if (gone) statusFocus = true;
+    if (!statusFocus) return;
+    const now = document.activeElement;
+    if (now && now !== document.body && now !== cancel && now !== runAgain) {
+      statusFocus = false; // the user went elsewhere meanwhile
+      return;
+    }
+    const next = !busyRow.hidden ? cancel : !runAgain.hidden ? runAgain : null;
+    if (next) {
+      next.focus();
+      statusFocus = false;
+    }
   }
 
   /** Method picker, description, layer picker visibility and the option controls. */

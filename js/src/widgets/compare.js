@@ -4,6 +4,7 @@
 
 import { decode } from "../codec.js";
 import { isDiverging, lut } from "../colormap.js";
+import { COMPARE_SCALES } from "../constants_data.js";
 import { Scope, bindControl, colorLegend, fmt, h, labelledSelect, markPainted, mountRoot } from "../dom.js";
 import { heatmapControls } from "../heatmap_controls.js";
 import {
@@ -11,6 +12,8 @@ import {
 } from "../overlay.js";
 
 const PANEL_SIDE = 180;
+/** Menu text of the scale modes (the modes themselves: COMPARE_SCALES). @type {Record<string, string>} */
+const SCALE_TEXT = { shared: "shared by all panels", "per-method": "per method (row)", "per-panel": "per panel" };
 
 const COMPARE_CSS = `
 .cnnw-compare-grid {
@@ -56,9 +59,7 @@ function renderCompare(model, el) {
   const root = mountRoot(el, "cnnw-compare");
   el.insertBefore(h("style", { text: OVERLAY_CSS + COMPARE_CSS }), root);
 
-  const scale = labelledSelect("scale", "cnnw-scale", [
-    ["shared", "shared by all panels"], ["per-method", "per method (row)"], ["per-panel", "per panel"],
-  ]);
+  const scale = labelledSelect("scale", "cnnw-scale", COMPARE_SCALES.map((m) => [m, SCALE_TEXT[m] ?? m]));
   const display = heatmapControls(model, scope, paint);
   const legendNote = h("span");
   const { legend, bar, lo: barLo, hi: barHi } = colorLegend(legendNote);

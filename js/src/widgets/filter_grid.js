@@ -3,6 +3,7 @@
 
 import { decode } from "../codec.js";
 import { COLORMAPS, colorRange, isDiverging, lut, tileRanges } from "../colormap.js";
+import { FILTER_NORMALIZE } from "../constants_data.js";
 import {
   Scope, accentColor, bindControl, colorLegend, fmt, gridPointer, h, labelledSelect, markPainted, mountRoot,
   outlineSlot, publishLayout, setOptions, tooltipBox,
@@ -14,6 +15,8 @@ import { paintColorbar } from "../overlay.js";
 const GRID_WIDTH = 560;
 const GRID_CELL = 64;
 const DETAIL_WIDTH = 240;
+/** Menu text of the normalize modes (the modes themselves: FILTER_NORMALIZE). @type {Record<string, string>} */
+const NORMALIZE_TEXT = { filter: "per filter", layer: "per layer" };
 
 /**
  * @param {any} model
@@ -26,10 +29,12 @@ function renderFilterGrid(model, el) {
 
   const layerSel = labelledSelect("layer", "cnnw-layer-select", []);
   const inputSel = labelledSelect("input channel", "cnnw-input-channel", []);
-  const normSel = labelledSelect("normalize", "cnnw-normalize", [["filter", "per filter"], ["layer", "per layer"]]);
+  const normSel = labelledSelect("normalize", "cnnw-normalize", FILTER_NORMALIZE.map((m) => [m, NORMALIZE_TEXT[m] ?? m]));
   const cmapSel = labelledSelect("colormap", "cnnw-colormap", COLORMAPS.map((n) => [n, n]));
   const caption = h("div", { className: "cnnw-caption" });
-  const grid = /** @type {HTMLCanvasElement} */ (h("canvas", { className: "cnnw-grid", attrs: { "aria-label": "filters" } }));
+  const grid = /** @type {HTMLCanvasElement} */ (h("canvas", {
+    className: "cnnw-grid", attrs: { "aria-label": "filters: arrow keys choose one, Enter clears or restores it" },
+  }));
   const detail = /** @type {HTMLCanvasElement} */ (h("canvas", { className: "cnnw-filter-detail", attrs: { "aria-label": "input channels of the selected filter" } }));
   const detailCaption = h("div", { className: "cnnw-caption cnnw-detail-caption" });
   const { legend, bar, lo: barLo, hi: barHi } = colorLegend();
@@ -181,8 +186,9 @@ function renderFilterGrid(model, el) {
         : fmt(tiles.values[o * size + p]);
       return `filter ${o} · (${hit.row}, ${hit.col})\n${value}`;
     },
-    pick(_, hit) {
-      model.set("selected", model.get("selected") === hit.slot ? -1 : hit.slot);
+    selected: () => Number(model.get("selected")),
+    select(_, slot) {
+      model.set("selected", slot);
       model.save_changes();
     },
   });
