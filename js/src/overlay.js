@@ -3,11 +3,12 @@
 // the input image with one channel's or one map's colours over it, and the colour bar beside it.
 
 import { colorIndex, isDiverging } from "./colormap.js";
+import { SIGNS } from "./constants_data.js";
 
 /** @typedef {"positive" | "negative" | "absolute" | "all"} Sign */
 
-/** The sign modes, in menu order: which part of a signed map is shown. */
-export const SIGNS = ["positive", "negative", "absolute", "all"];
+/** The sign modes, in menu order: which part of a signed map is shown (generated from Python). */
+export { SIGNS };
 
 /** The colormap used for sign "all" when the chosen one is not diverging. */
 export const SIGNED_COLORMAP = "RdBu_r";
