@@ -7,7 +7,8 @@ through one codec (:mod:`cnn_widgets.wire`) and are coloured and painted client-
 from .attribution import METHODS, Attribution, Cancelled, attribute
 from .capture import ActivationCapture, capture_activations, model_lock
 from .layers import LayerInfo, conv_layers, layer_table, suggest_target_layer
-from .widgets import ActivationBrowser, FilterGrid
+from .images import ImageFileError, ImageFileNotFoundError
+from .widgets import ActivationBrowser, ConvExplainer, FilterGrid, ModelSummary
 from .widgets.attribution_view import AttributionView
 from .widgets.compare import Compare, compare
 
@@ -21,8 +22,12 @@ __all__ = [
     "AttributionView",
     "Cancelled",
     "Compare",
+    "ConvExplainer",
     "FilterGrid",
+    "ImageFileError",
+    "ImageFileNotFoundError",
     "LayerInfo",
+    "ModelSummary",
     "attribute",
     "capture_activations",
     "compare",

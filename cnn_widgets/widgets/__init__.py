@@ -2,6 +2,8 @@
 
 from ._common import COLORMAPS, WidgetValueError
 from .activation_browser import ActivationBrowser
+from .conv_explainer import ConvExplainer
 from .filter_grid import FilterGrid
+from .model_summary import ModelSummary
 
-__all__ = ["COLORMAPS", "ActivationBrowser", "FilterGrid", "WidgetValueError"]
+__all__ = ["COLORMAPS", "ActivationBrowser", "ConvExplainer", "FilterGrid", "ModelSummary", "WidgetValueError"]
