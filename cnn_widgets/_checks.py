@@ -34,13 +34,11 @@ def check_model(model: object, *, hooks: bool = False) -> nn.Module:
             "ignores. Pass the eager nn.Module it was scripted or traced from (gradient and perturbation "
             "methods such as saliency, integrated_gradients and occlusion work on TorchScript)"
         )
-    for t in _tensors(model):
-        if t.is_meta:
-            raise TypeError(
-                "the model's parameters are on the meta device (no values), so it cannot run; load its "
-                "weights first (e.g. model.to_empty(device='cpu') then load_state_dict(...))"
-            )
-        break
+    if any(t.is_meta for t in _tensors(model)):
+        raise TypeError(
+            "the model's parameters or buffers are on the meta device (no values), so it cannot run; load "
+            "its weights first (e.g. model.to_empty(device='cpu') then load_state_dict(...))"
+        )
     return model
 
 
@@ -101,9 +99,45 @@ def model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+_CONV_DIMS: tuple[tuple[int, tuple[type[nn.Module], ...]], ...] = (
+    (1, (nn.Conv1d, nn.ConvTranspose1d)),
+    (2, (nn.Conv2d, nn.ConvTranspose2d)),
+    (3, (nn.Conv3d, nn.ConvTranspose3d)),
+)
+
+
+def _conv_dims(model: nn.Module) -> dict[int, tuple[str, str]]:
+    """Spatial dimensionality → (name, type) of the first convolution of that kind, also inside a
+    TorchScript module (whose eager type survives as ``original_name``)."""
+    found: dict[int, tuple[str, str]] = {}
+    for name, m in model.named_modules():
+        kind = getattr(m, "original_name", "") if is_script(m) else ""
+        for dims, types in _CONV_DIMS:
+            if isinstance(m, types) or kind in {t.__name__ for t in types}:
+                found.setdefault(dims, (name, kind or type(m).__name__))
+    return found
+
+
+def check_image_model(model: nn.Module) -> None:
+    """A ``ValueError`` when every convolution of ``model`` is 1-D or 3-D: images reach the model as
+    (N, C, H, W) tensors, which such a model cannot take (or would misread as one unbatched volume)."""
+    dims = _conv_dims(model)
+    if dims and 2 not in dims:
+        d = min(dims)
+        name, kind = dims[d]
+        shape = "(N, C, L) sequences" if d == 1 else "(N, C, D, H, W) volumes"
+        raise ValueError(
+            f"the model's convolutions are {d}-D ({kind} {name!r}), which take {shape}; cnn_widgets passes "
+            "each image as an (N, C, H, W) tensor, so it explains image models (Conv2d). Wrap the model so "
+            "its forward takes (N, C, H, W) images"
+        )
+
+
 def model_input(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
     """``batch`` on the model's device, in the model's floating dtype (a half or double model gets a
-    half or double input)."""
+    half or double input); a model with only 1-D or 3-D convolutions is refused (see
+    :func:`check_image_model`)."""
+    check_image_model(model)
     dtype = next((t.dtype for t in _tensors(model) if t.is_floating_point()), batch.dtype)
     return batch.to(device=model_device(model), dtype=dtype)
 

@@ -249,9 +249,14 @@ def eigen_cam(
     projected on their first principal component, then a ReLU. Class-agnostic: ``targets`` are only
     resolved for the record. The component's sign is fixed (see the module notes)."""
     acts, _, resolved, logits = _layer_pass(model, batch, layer, targets, gradients=False, scores=scores)
+    if not bool(torch.isfinite(acts).all()):
+        raise ValueError(
+            f"layer {layer!r} produced NaN or infinite activations for this input, so they have no principal "
+            "component; check the image, mean/std and the model's weights, or pick another layer"
+        )
     n, c, h, w = acts.shape
     maps = []
-    for a in acts:
+    for a in acts.double():  # an SVD in float64: exact enough, and defined for half-precision models too
         m = a.reshape(c, h * w).T
         m = m - m.mean(dim=0)
         _, _, vh = torch.linalg.svd(m, full_matrices=False)
@@ -259,7 +264,7 @@ def eigen_cam(
         if v.sum() < 0:
             v = -v
         maps.append((m @ v).reshape(1, h, w))
-    return CamResult(torch.stack(maps).clamp(min=0), resolved, logits)
+    return CamResult(torch.stack(maps).clamp(min=0).to(acts.dtype), resolved, logits)
 
 
 def score_cam(
@@ -283,17 +288,19 @@ def score_cam(
     n, c = acts.shape[:2]
     size = batch.shape[2:]
     progress.expect(n * c)
+    wide = torch.promote_types(batch.dtype, torch.float32)
     weights = []
     with torch.no_grad():
         for i in range(n):
             scores = []
             for start in range(0, c, batch_size):
-                chunk = acts[i : i + 1, start : start + batch_size].to(batch)
+                # masks in float32 at least: in half precision the 1e-8 guard is 0 and a flat channel gives NaN
+                chunk = acts[i : i + 1, start : start + batch_size].to(batch.device, wide)
                 up = F.interpolate(chunk, size=tuple(size), mode="bilinear", align_corners=True)[0]
                 flat = up.reshape(up.shape[0], -1)
                 lo = flat.min(dim=1).values[:, None, None]
                 hi = flat.max(dim=1).values[:, None, None]
-                masks = (up - lo) / (hi - lo + _EPS_SCORE)
+                masks = ((up - lo) / (hi - lo + _EPS_SCORE)).to(batch.dtype)
                 out = forward(batch[i][None] * masks[:, None])
                 scores.append(out[:, resolved[i]].detach().to(acts))
             weights.append(torch.softmax(torch.cat(scores), dim=0))

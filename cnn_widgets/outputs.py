@@ -79,10 +79,17 @@ def select(model_output: Any, output: Output) -> torch.Tensor:
         if not isinstance(value, torch.Tensor):
             raise _structure_error(value, f"the model returned a {type(value).__name__}, not a tensor of class scores")
     elif callable(output):
-        value = output(model_output)
+        try:
+            value = output(model_output)
+        except Exception as err:  # the user's selector failed on this output: say so, not "the model failed"
+            raise _structure_error(
+                model_output, f"the output= callable raised {type(err).__name__}: {err}"
+            ) from err
         if not isinstance(value, torch.Tensor):
             raise TypeError(f"the output= callable returned a {type(value).__name__}; it must return a tensor of (N, classes) scores")
     else:
+        if isinstance(output, str) and isinstance(model_output, torch.Tensor):  # torch would index by characters
+            raise _structure_error(model_output, f"output={output!r} does not select anything")
         try:
             value = model_output[output]
         except (KeyError, IndexError, TypeError):
@@ -100,9 +107,10 @@ def select(model_output: Any, output: Output) -> torch.Tensor:
             f"{tuple(value.shape)}{hint}"
         )
     if not value.is_floating_point():
+        where = "the model returned" if output is None else f"output={output!r} gives"
         raise ValueError(
-            f"the class scores are {str(value.dtype).replace('torch.', '')} (integers carry no gradient); "
-            "select the floating-point scores the prediction is made from"
+            f"{where} class scores of dtype {str(value.dtype).replace('torch.', '')}, but integers carry no "
+            "gradient; select the floating-point scores the prediction is made from (output=...)"
         )
     return value
 

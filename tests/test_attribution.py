@@ -533,7 +533,7 @@ def test_deeplift_unshares_reused_nonlinearities_or_refuses_clearly(untouched):
 @pytest.mark.parametrize(
     "method, options, match",
     [
-        ("integrated_gradients", {"n_steps": 0}, "n_steps=0 is not valid .* between 1 and 2000"),
+        ("integrated_gradients", {"n_steps": 0}, "n_steps=0 is not valid .* between 2 and 2000"),
         ("integrated_gradients", {"n_steps": 2.5}, "expected an int"),
         ("integrated_gradients", {"method": "simpson"}, "one of 'gausslegendre'"),
         ("smoothgrad", {"stdevs": -1.0}, ">= 0"),

@@ -74,8 +74,9 @@ _MASK = Option(
     "feature_mask",
     "tensor",
     None,
-    "Captum's feature_mask: an integer tensor broadcastable to the input, one id per feature; overrides "
-    "patch_size",
+    "Captum's feature_mask: an integer tensor of feature ids, one per pixel, shaped (H, W), (1, 1, H, W) or "
+    "(1, C, H, W); overrides patch_size",
+    tensor_dtype="integer",
 )
 _ABS = Option("abs", "bool", True, "take the absolute value of the gradient (Captum's Saliency default)")
 
@@ -110,7 +111,7 @@ def _saliency(run: Run) -> tuple[torch.Tensor, torch.Tensor]:
     "(input − baseline) (Sundararajan et al. 2017); sums to the score difference.",
     "sum",
     (
-        Option("n_steps", "int", 50, "points on the integration path", min=1, max=2000),
+        Option("n_steps", "int", 50, "points on the integration path", min=2, max=2000),
         Option(
             "method",
             "choice",
@@ -211,7 +212,7 @@ def _smoothgrad(run: Run) -> tuple[torch.Tensor, torch.Tensor]:
 )
 def _gradient_shap(run: Run) -> tuple[torch.Tensor, torch.Tensor]:
     o = run.opts
-    baselines = float_baseline(run)
+    baselines = float_baseline(run, samples=True)
     if not isinstance(baselines, torch.Tensor):
         baselines = torch.full((1, *run.x.shape[1:]), float(baselines), dtype=run.x.dtype, device=run.x.device)
     t = run.captum_target()
@@ -251,11 +252,17 @@ def _no_relu_note(run: Run, model: nn.Module, name: str) -> None:
 )
 def _deeplift(run: Run) -> tuple[torch.Tensor, torch.Tensor]:
     model = _hookable_copy(run)
+    x, baselines = run.grad_input(), float_baseline(run)
+    if x.dtype in (torch.float16, torch.bfloat16):
+        # the rescale rule divides output differences by input differences, which overflow in half precision
+        model, x = model.float(), x.detach().float().requires_grad_(True)
+        baselines = baselines.float() if isinstance(baselines, torch.Tensor) else baselines
+        run.notes.append(f"deeplift ran on a float32 copy of this {str(run.x.dtype).replace('torch.', '')} model")
     nonlinear = {n: m for n, m in model.named_modules() if type(m) in SUPPORTED_NON_LINEAR}
     t = run.captum_target()
     run.progress.expect(2 * run.n)
     with run.forward(model, nonlinear, _DEEPLIFT_REUSE) as f:
-        raw = DeepLift(f).attribute(run.grad_input(), baselines=float_baseline(run), target=t)
+        raw = DeepLift(f).attribute(x, baselines=baselines, target=t)
     return raw, raw
 
 
@@ -369,7 +376,15 @@ def _occlusion(run: Run) -> tuple[torch.Tensor, torch.Tensor]:
     steps = strides if isinstance(strides, tuple) else (strides,) * len(dims)
     if len(steps) != len(dims):
         raise ValueError(f"strides={strides} needs one value per input dimension (C, H, W) = {dims}, or one int")
-    positions = math.prod((d - w) // s + 1 for d, w, s in zip(dims, window, steps))
+    # a step longer than the window would skip pixels (Captum refuses it): step by the window instead
+    clamped = tuple(min(s, w) for s, w in zip(steps, window))
+    if clamped[1:] != steps[1:]:
+        run.notes.append(
+            f"strides={strides} is longer than the {window[1]}×{window[2]} window, which would leave pixels "
+            f"never occluded; used strides={clamped}"
+        )
+    strides = o["strides"] = clamped
+    positions = math.prod((d - w) // s + 1 for d, w, s in zip(dims, window, clamped))
     t = run.captum_target()
     run.progress.expect(run.n * (1 + positions))
     with run.forward(run.model) as f:

@@ -104,6 +104,8 @@ class Forward(nn.Module):
         self._calls: dict[str, int] = {}
         self._checked = False
         self._handles: list[Any] = []
+        floating = (t.dtype for t in [*model.parameters(), *model.buffers()] if t.is_floating_point())
+        self._dtype = next(floating, None)
 
     def __enter__(self) -> Forward:
         try:
@@ -140,10 +142,13 @@ class Forward(nn.Module):
     def score(self, x: torch.Tensor) -> torch.Tensor:
         """The selected scores of ``x`` without progress reporting (for a method's own first pass)."""
         self._calls.clear()
+        if self._dtype is not None and x.is_floating_point() and x.dtype != self._dtype:
+            x = x.to(self._dtype)  # Captum's noise and path points come in float32: cast for a half/double model
         out = outputs.select(self.inner(x), self._run.output)
         layer = self._run.layer
         if layer in self._once and not self._calls.get(layer):
             raise ValueError(_NOT_RUN.format(name=layer))
+        check_finite_scores(out, x)  # before Captum fits a surrogate or a CAM decomposes them
         if not self._checked:
             cams.check_targets(out, self._run.resolved)
             self._checked = True
@@ -158,6 +163,15 @@ class Forward(nn.Module):
 def _pass_input(module: nn.Module, args: Any, output: Any) -> Any:
     """A forward hook that makes a module return its input (the logits a softmax would squash)."""
     return args[0]
+
+
+def check_finite_scores(scores: torch.Tensor, x: torch.Tensor) -> None:
+    """A ``ValueError`` unless every class score the model gave for ``x`` is finite."""
+    if not bool(torch.isfinite(scores.detach()).all()):
+        raise ValueError(
+            f"the model's class scores are not finite (NaN or inf) for an input of shape {tuple(x.shape)}; "
+            "check the image, mean/std and the model's weights"
+        )
 
 
 _NOT_RUN = (
@@ -207,22 +221,55 @@ def auto_side(x: torch.Tensor) -> int:
     return max(1, math.ceil(min(x.shape[2], x.shape[3]) / 8))
 
 
-def float_baseline(run: Run) -> Any:
-    """The ``baselines`` option: a float as Captum takes it, or a tensor moved to the input's device."""
+def _broadcasts(shape: Sequence[int], target: Sequence[int]) -> bool:
+    """Whether a tensor of ``shape`` broadcasts to exactly ``target``."""
+    if len(shape) > len(target):
+        return False
+    try:
+        return tuple(torch.broadcast_shapes(tuple(shape), tuple(target))) == tuple(target)
+    except RuntimeError:
+        return False
+
+
+def float_baseline(run: Run, samples: bool = False) -> Any:
+    """The ``baselines`` option: a float as Captum takes it, or a tensor in the input's device and dtype,
+    expanded to the input's shape (``samples``: to (B, C, H, W), a 4-D tensor being B baseline samples,
+    as GradientShap takes them). A tensor that does not broadcast so is a ``ValueError``."""
     b = run.opts["baselines"]
-    return b.to(run.x) if isinstance(b, torch.Tensor) else b
+    if not isinstance(b, torch.Tensor):
+        return b
+    x = run.x
+    target = (b.shape[0] if b.ndim == 4 else 1, *x.shape[1:]) if samples else tuple(x.shape)
+    if not _broadcasts(b.shape, target):
+        raise ValueError(
+            f"option baselines of shape {tuple(b.shape)} does not fit the model input of shape {tuple(x.shape)} "
+            "(N, C, H, W): give a number, or a tensor broadcastable to it such as (C, 1, 1) (one value per "
+            "channel) or (C, H, W) (one reference image)"
+        )
+    return b.to(device=x.device, dtype=x.dtype).expand(target).contiguous()
 
 
 def feature_mask(run: Run) -> tuple[torch.Tensor, int]:
-    """The ``feature_mask`` option on the input's device, or patches of ``patch_size``; and the number
-    of features."""
+    """The ``feature_mask`` option as a (1, ·, H, W) long tensor on the input's device with ids
+    renumbered 0‥K-1 in their order (the grouping is what counts), or patches of ``patch_size``; and
+    the number of features K. A mask that does not broadcast to one image is a ``ValueError``."""
     mask = run.opts.get("feature_mask")
     if mask is None:
         side = run.opts["patch_size"] or auto_side(run.x)
         run.opts["patch_size"] = side
         mask = patch_mask(run.x.shape[2], run.x.shape[3], side)
+    else:
+        image = (1, *run.x.shape[1:])
+        if not _broadcasts(mask.shape, image):
+            raise ValueError(
+                f"option feature_mask of shape {tuple(mask.shape)} does not fit one image of the input "
+                f"{tuple(run.x.shape)} (N, C, H, W): give one feature id per pixel, shaped (H, W), "
+                "(1, 1, H, W) or (1, C, H, W)"
+            )
+        mask = mask.reshape((1,) * (4 - mask.ndim) + tuple(mask.shape))
+        mask = torch.unique(mask, return_inverse=True)[1]
     mask = mask.to(device=run.x.device, dtype=torch.long)
-    return mask, int(torch.unique(mask).numel())
+    return mask, int(mask.max()) + 1
 
 
 # --- checks shared by attribute() and the views -----------------------------------------------------
@@ -349,11 +396,7 @@ def run_method(
         )
         found = probe(model, x, output, layer=info.needs_layer and layer is None) if needs_probe else None
         if found is not None:
-            if not bool(torch.isfinite(found.scores).all()):
-                raise ValueError(
-                    f"the model's class scores are not finite (NaN or inf) for this input of shape "
-                    f"{tuple(x.shape)}; check the image, mean/std and the model's weights"
-                )
+            check_finite_scores(found.scores, x)
             check_target_range(targets, found.scores.shape[1])
             top = [int(i) for i in found.scores.argmax(dim=1).tolist()]
             resolved = [top[i] if t is None else t for i, t in enumerate(targets or [None] * x.shape[0])]

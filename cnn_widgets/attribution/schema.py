@@ -27,7 +27,8 @@ class Option:
     ``type`` is ``"int"``, ``"float"``, ``"bool"``, ``"choice"`` or ``"tensor"`` (Python only, no
     control). ``default=None`` means "chosen from the input" as ``doc`` says. ``also`` lists further
     Python values passed through unchanged: ``"tensor"`` (e.g. a baseline image) or ``"tuple"`` (e.g. a
-    Captum window shape)."""
+    Captum window shape). ``tensor_dtype`` says which tensors are accepted: ``"real"`` (finite floats or
+    integers) or ``"integer"`` (ids); their shape is checked against the input when the method runs."""
 
     name: str
     type: str
@@ -37,6 +38,7 @@ class Option:
     max: float | None = None
     choices: tuple[str, ...] | None = None
     also: tuple[str, ...] = ()
+    tensor_dtype: str = "real"
 
     def to_json(self) -> dict[str, Any]:
         """The schema entry as plain JSON values (the UI's view of this option)."""
@@ -55,8 +57,8 @@ class Option:
         """``value`` converted to the option's type, or a ``ValueError`` saying what is expected."""
         if value is None and self.default is None:
             return None
-        if "tensor" in self.also and isinstance(value, torch.Tensor):
-            return value
+        if isinstance(value, torch.Tensor) and ("tensor" in self.also or self.type == "tensor"):
+            return self._check_tensor(method, value)
         if "tuple" in self.also and isinstance(value, (tuple, list)):
             if all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1 for v in value):
                 return tuple(int(v) for v in value)
@@ -66,13 +68,11 @@ class Option:
                 return value
             raise self._error(method, value, "True or False")
         if self.type == "choice":
-            if value in self.choices:
+            if isinstance(value, str) and value in self.choices:
                 return value
             raise self._error(method, value, "one of " + ", ".join(repr(c) for c in self.choices))
         if self.type == "tensor":
-            if isinstance(value, torch.Tensor):
-                return value
-            raise self._error(method, value, "a torch.Tensor")
+            raise self._error(method, value, f"a torch.Tensor of {self.tensor_dtype} values")
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise self._error(method, value, f"{'an int' if self.type == 'int' else 'a number'}{self._range()}")
         if self.type == "int":
@@ -87,6 +87,22 @@ class Option:
             raise self._error(method, value, f"a value{self._range()}")
         return value
 
+    def _check_tensor(self, method: str, value: torch.Tensor) -> torch.Tensor:
+        """``value`` if it is a dense, non-empty tensor of the accepted dtype with finite values."""
+        expected = f"a tensor of {'integer' if self.tensor_dtype == 'integer' else 'finite real'} values"
+        if value.is_meta or value.layout != torch.strided or value.is_quantized or value.is_nested:
+            raise self._error(method, value, f"{expected} (dense, with data)")
+        if value.numel() == 0:
+            raise self._error(method, value, f"{expected}, not an empty one")
+        if value.dtype == torch.bool or value.is_complex():
+            raise self._error(method, value, f"{expected}, not {str(value.dtype).replace('torch.', '')}")
+        if self.tensor_dtype == "integer":
+            if value.is_floating_point():
+                raise self._error(method, value, f"{expected} (e.g. mask.long()), not {value.dtype}")
+        elif value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise self._error(method, value, f"{expected}, without NaN or infinity")
+        return value
+
     def _range(self) -> str:
         if self.min is not None and self.max is not None:
             return f" between {self.min:g} and {self.max:g}"
@@ -97,8 +113,14 @@ class Option:
     def _error(self, method: str, value: Any, expected: str) -> ValueError:
         extra = " (or " + ", ".join(self.also) + ")" if self.also else ""
         none = ", or None for the automatic choice" if self.default is None else ""
+        if isinstance(value, torch.Tensor):
+            shown = f"<{str(value.dtype).replace('torch.', '')} tensor of shape {tuple(value.shape)}>"
+        elif hasattr(value, "shape") and hasattr(value, "dtype"):  # a numpy array: no pages of numbers
+            shown = f"<{type(value).__name__} of dtype {value.dtype} and shape {tuple(value.shape)}>"
+        else:
+            shown = repr(value)
         return ValueError(
-            f"option {self.name}={value!r} is not valid for {method!r}: expected {expected}{extra}{none}. "
+            f"option {self.name}={shown} is not valid for {method!r}: expected {expected}{extra}{none}. "
             f"{self.name}: {self.doc}"
         )
 
