@@ -6,8 +6,10 @@ through one codec (:mod:`cnn_widgets.wire`) and are coloured and painted client-
 
 from .attribution import METHODS, Attribution, Cancelled, attribute
 from .capture import ActivationCapture, capture_activations, model_lock
-from .layers import LayerInfo, conv_layers, layer_table, suggest_target_layer
+from .featurevis import visualize_feature
 from .images import ImageFileError, ImageFileNotFoundError
+from .layers import LayerInfo, conv_layers, layer_table, suggest_target_layer
+from .metrics import Curve, deletion_auc, insertion_auc, mass_inside, pointing_game, randomization_test
 from .widgets import ActivationBrowser, ConvExplainer, FilterGrid, ModelSummary
 from .widgets.attribution_view import AttributionView
 from .widgets.compare import Compare, compare
@@ -22,6 +24,7 @@ __all__ = [
     "AttributionView",
     "Cancelled",
     "Compare",
+    "Curve",
     "ConvExplainer",
     "FilterGrid",
     "ImageFileError",
@@ -32,7 +35,13 @@ __all__ = [
     "capture_activations",
     "compare",
     "conv_layers",
+    "deletion_auc",
+    "insertion_auc",
     "layer_table",
+    "mass_inside",
     "model_lock",
+    "pointing_game",
+    "randomization_test",
     "suggest_target_layer",
+    "visualize_feature",
 ]
