@@ -7,6 +7,7 @@ import importlib.util
 import json
 import pathlib
 import re
+import threading
 
 import numpy as np
 import pytest
@@ -145,11 +146,11 @@ def test_filter_grid_defaults_and_payload():
     assert w["layer"] == "conv1"
     assert w["tensor"]["shape"] == [8, 3, 3, 3]
     assert w["tensor"]["dtype"] == "uint8"
-    # one byte per weight; the header holds 4 numbers per filter
-    assert wire.nbytes(w["tensor"]) == model.conv1.weight.numel()
-    assert len(w["tensor"]["scale"]) == 8
+    # one byte per weight, plus a float32 min and max per filter
+    assert wire.nbytes(w["tensor"]) == model.conv1.weight.numel() + 8 * 8
     decoded = wire.decode(w["tensor"])
-    scale = np.asarray(w["tensor"]["scale"])[:, None, None, None]
+    lo, hi = wire.extrema(w["tensor"])
+    scale = ((hi - lo) / 255)[:, None, None, None]
     assert np.all(np.abs(decoded - model.conv1.weight.detach().numpy()) <= scale / 2 + 1e-6)
     assert w["info"]["kernel_size"] == [3, 3] and w["info"]["groups"] == 1
 
@@ -194,7 +195,7 @@ def test_filter_grid_conv_variants(layer, shape, groups, dilation):
     g = FilterGrid(model, layer)
     t = g._weights["tensor"]
     assert t["shape"] == shape
-    assert wire.nbytes(t) == int(np.prod(shape))
+    assert wire.nbytes(t) == 8 * shape[0] + int(np.prod(shape))
     assert g._weights["info"]["groups"] == groups
     assert g._weights["info"]["dilation"] == dilation
     # input_channel indexes each filter's own input channels (within its group)
@@ -230,6 +231,26 @@ def test_filter_grid_bad_input():
     assert g.layer == "conv1" and g.selected == -1 and g.colormap == "RdBu_r"
 
 
+def test_filter_grid_scale_is_the_trait_and_normalize_its_old_name():
+    g = FilterGrid(seeded(SmallCNN), scale="layer")
+    assert (g.scale, g.normalize) == ("layer", "layer")
+    assert "scale" in g.keys and "normalize" not in g.keys  # one synced trait; the alias stays in Python
+    g.normalize = "filter"
+    assert g.scale == "filter"
+    g.scale = "layer"
+    assert g.normalize == "layer"
+    from_browser(g, {"method": "update", "state": {"scale": "filter"}, "buffer_paths": []})
+    assert (g.scale, g.normalize) == ("filter", "filter")
+    old = FilterGrid(seeded(SmallCNN), normalize="layer")
+    assert (old.scale, old.normalize) == ("layer", "layer")
+    assert FilterGrid(seeded(SmallCNN), scale="layer", normalize="layer").scale == "layer"
+    with pytest.raises(ValueError, match="normalize is the old name of scale"):
+        FilterGrid(seeded(SmallCNN), scale="layer", normalize="filter")
+    with pytest.raises(TraitError):
+        g.scale = "global"
+    assert g.scale == "filter"
+
+
 def test_filter_grid_leaves_model_untouched():
     model = seeded(SmallCNN).train()
     before = snapshot(model)
@@ -249,7 +270,7 @@ def test_browser_defaults_and_layers():
     assert b._mode == "eager"
     assert set(b._data) == set(b.layers)
     img = b._image
-    assert img["shape"] == [16, 16, 3] and img["dtype"] == "uint8" and "scale" not in img
+    assert img["shape"] == [16, 16, 3] and img["kind"] == "exact"
     meta = {m["name"]: m for m in b._meta["layers"]}
     assert meta["conv1"]["shape"] == [8, 16, 16] and meta["conv1"]["kind"] == "grid"
     assert meta["pool"]["shape"] == [8, 8, 8]
@@ -268,15 +289,15 @@ def test_browser_payload_is_one_byte_per_element_plus_small_header():
         enc = b._data[m["name"]]
         n = int(np.prod(m["shape"]))
         elements += n
-        assert wire.nbytes(enc) == n  # exactly one byte per element
+        slices = enc["shape"][0]
+        assert slices == (1 if m["kind"] == "vector" else m["shape"][0])
+        assert wire.nbytes(enc) == n + 8 * slices  # one byte per element, a float32 min and max per slice
         header = len(json.dumps({k: v for k, v in enc.items() if k != "data"}))
         headers += header
-        slices = len(enc.get("scale", [0]))
-        assert header <= 200 + 4 * 26 * slices, m["name"]  # four numbers per channel, nothing per element
-        assert enc["shape"][0] == (1 if m["kind"] == "vector" else m["shape"][0])
-    assert b.total_bytes() == elements + headers
-    # 60 layers, 7.5 M elements: the JSON headers add about 14 %; a JSON list of floats is ~20 B/element
-    assert b.total_bytes() <= 1.2 * elements
+        assert header <= 100, m["name"]  # nothing per channel or per element in the JSON
+    assert b.total_bytes() == sum(wire.nbytes(e) for e in b._data.values()) + headers
+    # 60 layers, 7.5 M elements: min/max and headers add about 2 %; a JSON list of floats is ~20 B/element
+    assert b.total_bytes() <= 1.03 * elements
 
 
 def test_browser_values_round_trip_within_codec_bound():
@@ -288,7 +309,8 @@ def test_browser_values_round_trip_within_codec_bound():
         enc = b._data[name]
         got = wire.decode(enc).reshape(-1)
         want = acts[name][0].reshape(-1).numpy()
-        assert np.max(np.abs(got - want)) <= max(enc["scale"]) / 2 + 1e-5
+        lo, hi = wire.extrema(enc)
+        assert np.max(np.abs(got - want)) <= max(hi - lo) / 255 / 2 + 1e-5
 
 
 def test_browser_eager_lazy_switch_at_budget():
@@ -323,12 +345,12 @@ def test_browser_lazy_fetch_messages():
     for content, buffers in out:
         assert content["type"] == "layer" and content["version"] == v
         assert len(buffers) == 1
-        enc = b._encoded[content["name"]]
+        enc = b._layers.encoded[content["name"]]
         assert bytes(buffers[0]) == bytes(enc["data"])
-        assert content["shape"] == enc["shape"] and content["scale"] == enc["scale"]
+        assert content["shape"] == enc["shape"] and content["kind"] == enc["kind"] == "quantized"
         decoded = wire.decode({**content, "data": buffers[0]})
         assert decoded.shape == tuple(enc["shape"])
-    assert len(bytes(out[0][1][0])) == 8 * 8 * 8
+    assert len(bytes(out[0][1][0])) == 8 * 8 + 8 * 8 * 8
     out.clear()
     fetch(b, ["pol"])
     assert out[0][0]["type"] == "error" and "did you mean 'pool'" in out[0][0]["message"]
@@ -492,6 +514,230 @@ def test_layer_names_reach_the_page_as_data_only():
     assert b.layers == ["<img src=x onerror=pwned=1>"] and g.layer == b.layer
     for path in (ROOT / "js" / "src").rglob("*.js"):
         assert not re.search(r"innerHTML|outerHTML|insertAdjacentHTML|document\.write", path.read_text()), path
+
+
+class ShapeOf(nn.Module):
+    """``x.shape`` as an int64 tensor (ONNX Shape)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch._shape_as_tensor(x)
+
+
+class Cast(nn.Module):
+    """ONNX Cast to float: float output, but of a shape, not of the input's values."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.to(torch.float32)
+
+
+class Constant(nn.Module):
+    """An input-independent constant (ONNX Constant)."""
+
+    def __init__(self, value: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("value", value)
+
+    def forward(self) -> torch.Tensor:
+        return self.value.clone()
+
+
+class Slice(nn.Module):
+    """``x[:n]`` (ONNX Slice/Gather on a shape)."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.n = n
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[: self.n]
+
+
+class Concat(nn.Module):
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.cat([a, b])
+
+
+class Reshape(nn.Module):
+    """ONNX Reshape: the target shape is a tensor."""
+
+    def forward(self, x: torch.Tensor, shape: torch.Tensor) -> torch.Tensor:
+        return x.reshape(tuple(shape.tolist()))
+
+
+class OnnxLike(SmallCNN):
+    """SmallCNN whose flatten is a Reshape to ``concat(shape(x)[:1], [-1])``, as ONNX exports build it,
+    plus a float constant added to the logits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shape = ShapeOf()
+        self.batch = Slice(1)
+        self.minus_one = Constant(torch.tensor([-1]))
+        self.target = Concat()
+        self.reshape = Reshape()
+        self.bias = Constant(torch.linspace(-1.0, 1.0, 5))
+        self.shape_f = Cast()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(self.relu(self.bn(self.conv1(x))))
+        x = self.gap(self.relu2(self.conv2(x)))
+        shape = self.shape(x)
+        self.shape_f(shape)
+        x = self.reshape(x, self.target(self.batch(shape), self.minus_one()))
+        return self.fc(x) + self.bias()
+
+
+class _Leaves(torch.fx.Tracer):
+    """Keeps the ONNX-like modules as call_module nodes, as onnx2torch's GraphModules have them."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        onnx_like = (ShapeOf, Cast, Constant, Slice, Concat, Reshape)
+        return isinstance(m, onnx_like) or super().is_leaf_module(m, qualname)
+
+
+def onnx_like_graph() -> torch.fx.GraphModule:
+    torch.manual_seed(0)
+    root = OnnxLike().eval()
+    return torch.fx.GraphModule(root, _Leaves().trace(root))
+
+
+def test_browser_lists_only_input_dependent_float_layers_of_an_fx_graph(untouched):
+    gm = onnx_like_graph()
+    gm.conv1.weight.requires_grad_(False)  # a mix of flags, all to be kept
+    gm.train()  # and BatchNorm statistics that a forward in train mode would update
+    with untouched(gm):
+        b = ActivationBrowser(gm, image())
+        everything = ActivationBrowser(gm, image(), layers="all")
+        picked = ActivationBrowser(gm, image(), layers=["conv2", "shape", "minus_one"])
+    dependent = ["conv1", "bn", "relu", "pool", "conv2", "relu2", "gap", "reshape", "fc"]
+    assert b.layers == dependent
+    assert everything.layers == [
+        "conv1", "bn", "relu", "pool", "conv2", "relu2", "gap", "shape", "shape_f", "batch", "minus_one",
+        "target", "reshape", "fc", "bias",
+    ]
+    assert picked.layers == ["conv2", "shape", "minus_one"]  # named layers are shown whatever they hold
+    meta = {m["name"]: m for m in everything._meta["layers"]}
+    assert meta["shape"]["kind"] == "vector" and meta["shape"]["source_shape"] == [4]
+    assert (meta["target"]["min"], meta["target"]["max"]) == (-1.0, 1.0)
+    # the listed layers hold what capture_activations (no autograd) records for them
+    acts = capture_activations(gm, image()[None])
+    for name in dependent:
+        got = wire.decode(b._data[name]).reshape(-1)
+        want = (acts[name][0] if acts[name].shape[0] == 1 else acts[name]).reshape(-1).numpy()
+        lo, hi = wire.extrema(b._data[name])
+        assert np.max(np.abs(got - want)) <= max(hi - lo) / 255 / 2 + 1e-5, name
+
+
+def test_browser_says_how_to_see_layers_that_do_not_depend_on_the_input():
+    model = nn.Sequential()
+    model.add_module("const", Constant(torch.ones(3)))
+
+    class Ignore(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.const = Constant(torch.ones(3))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.const()
+
+    with pytest.raises(ValueError, match="layers='all'"):
+        ActivationBrowser(Ignore(), image())
+    assert ActivationBrowser(Ignore(), image(), layers="all").layers == ["const"]
+
+
+def encoders() -> list[threading.Thread]:
+    """The background encoders running now."""
+    return [th for th in threading.enumerate() if th.name == "cnn_widgets-encode"]
+
+
+def test_browser_big_total_sends_the_shown_layer_first_and_encodes_the_rest_after(monkeypatch):
+    from cnn_widgets.widgets import activation_browser as ab_module
+
+    threads_seen = []
+    encode = ab_module._encode
+    monkeypatch.setattr(ab_module, "_encode", lambda x, kind: (threads_seen.append(torch.get_num_threads()),
+                                                                encode(x, kind))[1])
+    monkeypatch.setattr(ab_module, "SYNC_MB", 0.001)  # SmallCNN's ~10 KB count as big
+    before = torch.get_num_threads()
+    b = ActivationBrowser(seeded(SmallCNN), image(), layer="pool")
+    assert torch.get_num_threads() == before
+    assert b._mode == "lazy" and b._data == {}  # for now: the browser fetches what it shows
+    assert set(b._layers.encoded) == {"relu", "pool", "conv2"}  # the shown layer and its neighbours
+    (worker,) = encoders()
+    out = sent(b)
+    fetch(b, ["pool"])  # the browser's first fetch: answered at once, and lets the encoder start
+    assert [c["name"] for c, _ in out] == ["pool"]
+    worker.join()
+    assert not b._layers.raw  # every float activation let go once encoded
+    assert b._mode == "eager" and set(b._data) == set(b.layers)  # it all fits the budget: sent in _data
+    assert threads_seen and set(threads_seen) == {1}, "encoding runs on one intra-op thread"
+    assert torch.get_num_threads() == before
+    # the same numbers and sizes as encoding everything before returning
+    monkeypatch.setattr(ab_module, "SYNC_MB", 10.0)
+    sync = ActivationBrowser(seeded(SmallCNN), image(), layer="pool")
+    assert not encoders()
+    assert b._meta["layers"] == sync._meta["layers"]
+    assert b.total_bytes() == sync.total_bytes()
+    for name in b.layers:
+        assert bytes(b._data[name]["data"]) == bytes(sync._data[name]["data"]), name
+    # over the budget the widget stays lazy when the encoder is done
+    monkeypatch.setattr(ab_module, "SYNC_MB", 0.001)
+    small = ActivationBrowser(seeded(SmallCNN), image(), budget_mb=0.001)
+    small._layers.served.set()
+    encoders()[0].join()
+    assert small._mode == "lazy" and small._data == {} and not small._layers.raw
+
+
+def test_browser_new_image_or_close_stops_the_background_encoder(monkeypatch):
+    from cnn_widgets.widgets import activation_browser as ab_module
+
+    monkeypatch.setattr(ab_module, "SYNC_MB", 0.001)
+    monkeypatch.setattr(ab_module, "ENCODE_DELAY", 600.0)  # the encoders wait for a first fetch
+    b = ActivationBrowser(seeded(SmallCNN), image(seed=1))
+    first, (worker,) = b._layers, encoders()
+    b.set_image(image(seed=2))
+    assert first.stop.is_set() and b._layers is not first and b._layers.version == first.version + 1
+    first.served.set()
+    worker.join()
+    assert first.raw, "the old image's layers were not encoded after it was replaced"
+    out = sent(b)
+    fetch(b, [b.layer], version=first.version)  # a fetch for the old image is ignored
+    assert out == []
+    b.close()
+    assert b._layers.stop.is_set()
+    b._layers.served.set()
+    for th in encoders():
+        th.join()
+
+
+def test_browser_meta_ranges_without_encoding_match_the_wire(monkeypatch):
+    from cnn_widgets.widgets import activation_browser as ab_module
+
+    class Spiky(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = x * 4 - 1
+            return torch.where(x > 0.9, torch.full_like(y, float("inf")), y)
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), Spiky(), nn.Flatten(), nn.Linear(4 * 14 * 14, 3))
+    monkeypatch.setattr(ab_module, "SYNC_MB", 0.0)
+    lazy = ActivationBrowser(model, image(), budget_mb=0.001)
+    for name, (x, kind) in list(lazy._layers.raw.items()):
+        lo, hi = wire.extrema(ab_module._encode(x, kind))
+        m = next(m for m in lazy._meta["layers"] if m["name"] == name)
+        assert (m["min"], m["max"]) == (float(lo.min()), float(hi.max())), name
+    assert any(m["name"] == "1" for m in lazy._meta["layers"])  # the layer with infinities was among them
+
+
+def test_resnet50_like_has_torchvisions_layout_and_158_layers_to_browse():
+    from cnn_widgets.zoo.resnet import resnet50_like
+
+    model = resnet50_like()
+    assert sum(p.numel() for p in model.parameters()) == 25_557_032  # torchvision.models.resnet50()
+    assert [len(getattr(model, f"layer{i}")) for i in range(1, 5)] == [3, 4, 6, 3]
+    b = ActivationBrowser(model, torch.rand(3, 64, 64), budget_mb=0.5)
+    assert len(b.layers) == 158 and b.layers[-1] == "fc" and b._mode == "lazy"
+    assert {m["name"]: m["shape"] for m in b._meta["layers"]}["layer4.2.relu#2"] == [2048, 2, 2]
+    b.close()
 
 
 # ------------------------------------------------------------------------------ front-end data and bundle

@@ -1,17 +1,33 @@
 """ActivationBrowser: every layer's output for one image, a layer slider and a channel overlay.
 
-All layers are captured in one forward pass and encoded once with :mod:`cnn_widgets.wire` (uint8 per
-channel). When the encoded total fits ``budget_mb`` every layer is in the ``_data`` trait and the slider
-never needs the kernel; beyond it the browser asks for layers with custom messages
+All layers come from one forward pass and travel as :mod:`cnn_widgets.wire` uint8 tensors. Two
+transports: "eager", every layer in the ``_data`` trait (the slider never needs the kernel), when the
+encoded total fits ``budget_mb``; else "lazy", the browser asks for layers with custom messages
 (``{"type": "fetch", "layers": [...], "version": v}``), one reply per layer
-(``{"type": "layer", "name": ..., "version": v, **wire header}`` + the data buffer), prefetching the
-neighbours of the layer on screen.
+(``{"type": "layer", "name": ..., "version": v, **wire header}`` + the data buffer).
+
+The first layer on screen comes first: up to ``SYNC_MB`` encoded everything is encoded before the widget
+is returned; above it only the layer on screen and its neighbours are, the widget starts lazy, and a
+background thread encodes the rest once the browser has had its first layer. If the total fits the
+budget the widget then turns eager (all of ``_data`` in one update).
+
+All of the widget's tensor work (forward pass, statistics, encoding) runs on one intra-op thread: with
+torch's default of one thread per core, each of its hundreds of small ops waits for a scheduler slot
+whenever another process holds a core (seconds instead of tenths on a busy machine).
+
+By default only floating-point outputs that depend on the input are listed: in graphs converted from ONNX
+or traced with ``torch.fx`` many modules compute shapes (int64) or constants. Dependence is read off
+autograd: the input requires grad, no parameter does, and an output depends on the input iff it then
+requires grad.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+import math
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import anywidget
@@ -20,8 +36,8 @@ import traitlets as t
 from torch import nn
 
 from .. import wire
-from .._checks import check_model, unknown_name_error
-from ..capture import capture_activations
+from .._checks import call_forward, check_layers_arg, check_model, model_input, unknown_name_error
+from ..capture import ActivationCapture, capture_activations, model_session
 from ..images import Image, Stats, prepare
 from ._common import (
     WidgetValueError, bundle, check_colormap, check_index, check_name, check_opacity, split_buffers,
@@ -30,6 +46,26 @@ from ._common import (
 from ._common import ACTIVATION_SCALES as SCALES  # one list with the browser
 SORTS = ("index", "mean", "max")
 MB = 1024 * 1024
+ALL = "all"
+# Up to this many encoded MB every layer is encoded before the widget is returned (a few tenths of a
+# second, and about as long on the wire); above it the rest is encoded after the first layer went out.
+SYNC_MB = 10.0
+# Seconds the background encoder waits for the browser's first fetch before it starts anyway.
+ENCODE_DELAY = 2.0
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Run torch ops of the calling thread on one intra-op thread; the previous count is restored."""
+    before = torch.get_num_threads()
+    if before == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def display_tensor(activation: torch.Tensor) -> tuple[torch.Tensor, str] | None:
@@ -52,10 +88,14 @@ def display_tensor(activation: torch.Tensor) -> tuple[torch.Tensor, str] | None:
     return a.reshape(a.shape[0], -1, a.shape[-1]), "grid"
 
 
+def _wire_shape(x: torch.Tensor, kind: str) -> list[int]:
+    # A vector is quantised as one slice (one min/max for all F values): per-feature slices would put
+    # eight bytes of range beside every byte of data.
+    return [1, x.numel()] if kind == "vector" else list(x.shape)
+
+
 def _encode(x: torch.Tensor, kind: str) -> dict[str, Any]:
-    # A vector is quantised as one slice (one scale/offset for all F values): per-feature slices
-    # would put four floats of JSON beside every byte of data.
-    return wire.encode(x.reshape(1, -1) if kind == "vector" else x)
+    return wire.encode(x.reshape(_wire_shape(x, kind)))
 
 
 def _header_bytes(encoded: dict[str, Any]) -> int:
@@ -63,14 +103,88 @@ def _header_bytes(encoded: dict[str, Any]) -> int:
     return len(json.dumps(header))
 
 
+def _extent(x: torch.Tensor) -> tuple[float, float]:
+    """Smallest and largest value of a float32 ``x`` as its wire message will state them (non-finite
+    values are encoded as 0), without encoding it."""
+    lo, hi = (v.item() for v in x.aminmax())
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        finite = torch.where(torch.isfinite(x), x, torch.zeros((), dtype=x.dtype))
+        lo, hi = (v.item() for v in finite.aminmax())
+    return lo, hi
+
+
+def input_dependent_activations(model: nn.Module, batch: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Like :func:`~cnn_widgets.capture_activations` (every leaf layer) on a ready model input, keeping
+    only floating-point outputs that depend on the input: one forward in eval mode with autograd recording
+    the input alone (every parameter's ``requires_grad`` off for the pass, restored after); an output
+    depends on the input iff it then requires grad. Shape arithmetic (int64) and constants drop out."""
+    with model_session(model, eval_mode=True, hooks=True):
+        with ActivationCapture(model, gradients=True) as cap:
+            for p in model.parameters():
+                p.requires_grad_(False)
+            x = batch.detach().requires_grad_(True)
+            with torch.enable_grad():
+                call_forward(model, x.clone())  # a non-leaf: a model may write its input in place
+            keep = {k for k, out in cap.outputs.items() if out.is_floating_point() and out.requires_grad}
+            cap.outputs.clear()  # let go of the autograd graph
+            cap.grad_edges.clear()
+    return {k: v for k, v in cap.activations.items() if k in keep}
+
+
+class _Layers:
+    """One image's layers as the browser gets them: display tensors until encoded, wire messages after.
+    Encoding happens one layer at a time under a lock (the fetch handler and the background encoder never
+    run two at once) on one intra-op thread; a layer's float tensor is dropped once it is encoded."""
+
+    def __init__(self, version: int, shown: dict[str, tuple[torch.Tensor, str]]) -> None:
+        self.version = version
+        self.names = list(shown)
+        self.raw = dict(shown)
+        self.encoded: dict[str, dict[str, Any]] = {}
+        # exact once encoded; before, what a finite tensor of that shape encodes to
+        self.nbytes = {name: wire.encoded_nbytes(_wire_shape(x, kind)) for name, (x, kind) in shown.items()}
+        self.lock = threading.Lock()
+        self.served = threading.Event()  # the browser has had a layer: background encoding may start
+        self.stop = threading.Event()
+
+    def get(self, name: str) -> dict[str, Any]:
+        """The wire message of layer ``name``, encoding it now if needed."""
+        with self.lock:
+            enc = self.encoded.get(name)
+            if enc is None:
+                x, kind = self.raw.pop(name)
+                with one_thread():
+                    enc = _encode(x, kind)
+                self.encoded[name] = enc
+                self.nbytes[name] = wire.nbytes(enc) + _header_bytes(enc)
+            return enc
+
+    def total(self) -> int:
+        """Encoded bytes of every layer (for a layer not encoded yet, as if its values were finite)."""
+        return sum(self.nbytes.values())
+
+    def encode_rest(self, order: Sequence[str]) -> bool:
+        """Background thread: after the first layer went out (or ``ENCODE_DELAY``), encode the others in
+        ``order``. False if stopped first."""
+        self.served.wait(ENCODE_DELAY)
+        with one_thread():
+            for name in order:
+                if self.stop.is_set():
+                    return False
+                self.get(name)
+        return True
+
+
 class ActivationBrowser(anywidget.AnyWidget):
     """Browse the activations of every layer of ``model`` for one ``image``.
 
-    ``layers=None`` shows every leaf module with a tensor output, in execution order. ``mean``/``std``
-    normalise the image for the model (the display shows it unnormalised). Traits: ``layer``,
-    ``channel`` (-1 none; set by clicking a tile), ``scale`` ("channel" | "layer" | "global" colour
-    range), ``sort`` ("index" | "mean" | "max" tile order), ``colormap``, ``opacity`` of the overlay,
-    and ``budget_mb``: above it layers are fetched lazily instead of all being sent at once.
+    ``layers=None`` shows, in execution order, every leaf module whose output is a floating-point tensor
+    that depends on the input (shape arithmetic and constants of fx/ONNX graphs are left out);
+    ``layers="all"`` every leaf module with a tensor output; a list of names exactly those modules.
+    ``mean``/``std`` normalise the image for the model (the display shows it unnormalised). Traits:
+    ``layer``, ``channel`` (-1 none; set by clicking a tile), ``scale`` ("channel" | "layer" | "global"
+    colour range), ``sort`` ("index" | "mean" | "max" tile order), ``colormap``, ``opacity`` of the
+    overlay, and ``budget_mb``: above it layers are fetched lazily instead of all being sent at once.
     """
 
     _esm = bundle("activation_browser")
@@ -92,7 +206,7 @@ class ActivationBrowser(anywidget.AnyWidget):
         self,
         model: nn.Module,
         image: Image,
-        layers: Iterable[str] | None = None,
+        layers: Iterable[str] | str | None = None,
         mean: Stats = None,
         std: Stats = None,
         *,
@@ -104,9 +218,11 @@ class ActivationBrowser(anywidget.AnyWidget):
         budget_mb: float = 32.0,
         **kwargs: Any,
     ) -> None:
-        self._model = check_model(model)
-        self._wanted = None if layers is None else ([layers] if isinstance(layers, str) else list(layers))
-        self._encoded: dict[str, dict[str, Any]] = {}
+        self._layers = _Layers(0, {})  # first: close() (also from __del__ after a failed check) needs it
+        self._budget_lock = threading.Lock()  # the kernel thread and the background encoder both apply it
+        self._model = check_model(model, hooks=True)
+        self._all = layers == ALL
+        self._wanted = None if self._all else check_layers_arg(layers)
         self._version = 0
         super().__init__(**kwargs)
         self.on_msg(self._on_custom_msg)
@@ -118,43 +234,48 @@ class ActivationBrowser(anywidget.AnyWidget):
             self.budget_mb = budget_mb
             self.set_image(image, mean, std, layer=layer)
 
-    def set_image(self, image: Image, mean: Stats = None, std: Stats = None, *, layer: str | None = None) -> None:
+    def set_image(
+        self, image: Image, mean: Stats = None, std: Stats = None, *, layer: str | None = None
+    ) -> None:
         """Show another image (one new forward pass; the browser drops the layers it had). The current
         layer stays unless ``layer`` names another."""
-        batch, display = prepare(image, mean, std, model=self._model, single=True)
-        try:
-            acts = capture_activations(self._model, batch, self._wanted)
-        except RuntimeError as err:
-            raise ValueError(
-                f"the model failed on an input of shape {tuple(batch.shape)}: {err}; check the image size "
-                "and channels the model expects (and mean/std)"
-            ) from err
-        encoded: dict[str, dict[str, Any]] = {}
-        meta = []
-        for name, act in acts.items():
-            shown = display_tensor(act)
-            if shown is None:
-                continue
-            x, kind = shown
-            enc = _encode(x, kind)
-            encoded[name] = enc
-            meta.append({
-                "name": name,
-                "kind": kind,
-                "shape": list(x.shape),
-                "source_shape": list(act.shape[1:] if act.ndim and act.shape[0] == 1 else act.shape),
-                "min": min(enc["min"]),
-                "max": max(enc["max"]),
-                "nbytes": wire.nbytes(enc) + _header_bytes(enc),
-            })
-        if not encoded:
-            raise ValueError(
-                f"none of the {len(acts)} captured layers produced a non-empty real tensor to show; "
-                "pass layers=[...] naming modules whose output is a tensor"
-            )
-        self._encoded = encoded
-        self._version += 1
-        names = list(encoded)
+        with one_thread():
+            batch, display = prepare(image, mean, std, model=self._model, single=True)
+            batch = model_input(self._model, batch)
+            if self._wanted is None and not self._all:
+                acts = input_dependent_activations(self._model, batch)
+            else:
+                acts = capture_activations(self._model, batch, self._wanted)
+            shown = {name: s for name, act in acts.items() if (s := display_tensor(act)) is not None}
+            if not shown:
+                raise ValueError(
+                    f"none of the {len(acts)} captured layers produced a non-empty real tensor to show; "
+                    "pass layers=[...] naming modules whose output is a tensor"
+                    + ("" if self._all else ", or layers='all' for outputs that do not depend on the input")
+                )
+            names = list(shown)
+            if layer is not None:
+                check_name("layer", layer, names)
+            target = layer if layer is not None else self.layer if self.layer in shown else names[0]
+            self._layers.stop.set()  # the previous image's background encoder, if any
+            self._version += 1
+            layers = self._layers = _Layers(self._version, shown)
+            i = names.index(target)
+            for name in names if layers.total() <= SYNC_MB * MB else names[max(0, i - 1):i + 2]:
+                layers.get(name)
+            meta = []
+            for name, (x, kind) in shown.items():
+                lo, hi = _extent(x)
+                act = acts[name]
+                meta.append({
+                    "name": name,
+                    "kind": kind,
+                    "shape": list(x.shape),
+                    "source_shape": list(act.shape[1:] if act.ndim and act.shape[0] == 1 else act.shape),
+                    "min": lo,
+                    "max": hi,
+                    "nbytes": layers.nbytes[name],
+                })
         with self.hold_sync():
             self.set_trait("layers", names)
             self._image = wire.encode(torch.from_numpy(display), exact=True)
@@ -165,22 +286,38 @@ class ActivationBrowser(anywidget.AnyWidget):
             }
             self._apply_budget()
             self.channel = -1
-            keep = self.layer if self.layer in encoded else names[0]
-            self.layer = keep if layer is None else layer
+            self.layer = target
+        if layers.raw:
+            at = {name: k for k, name in enumerate(names)}
+            order = sorted(layers.raw, key=lambda n: abs(at[n] - i))  # outward from the shown layer
+            threading.Thread(
+                target=self._encode_rest, args=(layers, order), name="cnn_widgets-encode", daemon=True
+            ).start()
+
+    def _encode_rest(self, layers: _Layers, order: Sequence[str]) -> None:
+        """Background thread: encode the layers not encoded yet, then turn eager if they fit the budget."""
+        if layers.encode_rest(order) and layers is self._layers:
+            self._apply_budget()
 
     def total_bytes(self) -> int:
-        """Encoded size of every layer (payload plus JSON header), the number ``budget_mb`` caps."""
-        return sum(m["nbytes"] for m in self._meta.get("layers", ()))
+        """Encoded size of every layer (binary buffer plus JSON header), the number ``budget_mb`` caps."""
+        return self._layers.total()
 
     def _apply_budget(self) -> None:
-        eager = self.total_bytes() <= self.budget_mb * MB
-        with self.hold_sync():
-            self._mode = "eager" if eager else "lazy"
-            self._data = dict(self._encoded) if eager else {}
+        """Eager when every layer is encoded and the total fits ``budget_mb``, else lazy (while the
+        background encoder runs, it applies the budget again when done)."""
+        with self._budget_lock:
+            layers = self._layers
+            if not layers.raw and layers.total() <= self.budget_mb * MB:
+                self._data = dict(layers.encoded)  # before the mode: the browser never waits on eager
+                self._mode = "eager"
+            else:
+                self._mode = "lazy"
+                self._data = {}
 
     @t.observe("budget_mb")
     def _budget_changed(self, change: t.Bunch) -> None:
-        if self._encoded:
+        if self._layers.names:
             self._apply_budget()
 
     @t.validate("budget_mb")
@@ -196,7 +333,7 @@ class ActivationBrowser(anywidget.AnyWidget):
 
     @t.validate("layer")
     def _check_layer(self, proposal: t.Bunch) -> str:
-        return check_name("layer", proposal["value"], self._encoded)
+        return check_name("layer", proposal["value"], self._layers.names)
 
     @t.observe("layer")
     def _layer_changed(self, change: t.Bunch) -> None:
@@ -218,22 +355,29 @@ class ActivationBrowser(anywidget.AnyWidget):
                 return int(m["shape"][0])
         return 0
 
+    def close(self) -> None:
+        """Close the widget and stop encoding layers in the background."""
+        self._layers.stop.set()
+        super().close()
+
     def _on_custom_msg(self, widget: Any, content: dict[str, Any], buffers: Sequence[Any]) -> None:
         """Answer a browser fetch: one message per known layer, with its wire data as the buffer."""
         if not isinstance(content, dict) or content.get("type") != "fetch":
             return
-        if content.get("version") != self._version:
+        layers = self._layers
+        if content.get("version") != layers.version:
             return  # asked before set_image(); the browser has reset since
         names = [n for n in content.get("layers", ()) if isinstance(n, str)]
-        unknown = [n for n in names if n not in self._encoded]
+        unknown = [n for n in names if n not in layers.nbytes]
         if unknown:
             self.send({
                 "type": "error",
-                "version": self._version,
+                "version": layers.version,
                 "layers": unknown,
                 "message": str(unknown_name_error("layer", unknown[0], self.layers)),
             })
         for name in names:
-            if name in self._encoded:
-                header, bufs = split_buffers(self._encoded[name])
-                self.send({"type": "layer", "name": name, "version": self._version, **header}, bufs)
+            if name in layers.nbytes:
+                header, bufs = split_buffers(layers.get(name))
+                self.send({"type": "layer", "name": name, "version": layers.version, **header}, bufs)
+        layers.served.set()

@@ -1,7 +1,7 @@
 """FilterGrid: the weights of one conv layer as a grid of coloured tiles, one tile per output filter.
 
 Only the current layer's weights travel, once, as a single :mod:`cnn_widgets.wire` tensor (uint8 per
-filter). Choosing the input channel, the normalisation and the colormap happens in the browser; only a
+filter). Choosing the input channel, the colour scale and the colormap happens in the browser; only a
 new ``layer`` makes the kernel send numbers.
 """
 
@@ -16,7 +16,7 @@ from torch import nn
 from .. import wire
 from .._checks import check_model
 from ..layers import conv_layers
-from ._common import bundle, check_colormap, check_index, check_name
+from ._common import WidgetValueError, bundle, check_colormap, check_index, check_name
 
 from ._common import FILTER_NORMALIZE as NORMALIZE  # one list with the browser
 
@@ -26,8 +26,10 @@ class FilterGrid(anywidget.AnyWidget):
 
     ``input_channel=-1`` shows each filter's mean over its input channels, or true colour for a layer
     reading exactly 3 channels (a first conv on RGB images); ``k`` shows input channel ``k`` of each
-    filter (for grouped convs: within the filter's group). ``normalize`` colours each tile on its own
-    range ("filter") or all on one ("layer"); clicking a tile sets ``selected``.
+    filter (for grouped convs: within the filter's group). ``scale`` colours each tile on its own range
+    ("filter") or all on one ("layer"), the word ActivationBrowser and compare() use for their colour
+    ranges; ``normalize`` is its old name, kept as an alias (trait and argument). Clicking a tile sets
+    ``selected``.
     """
 
     _esm = bundle("filter_grid")
@@ -35,7 +37,8 @@ class FilterGrid(anywidget.AnyWidget):
     layer = t.Unicode("").tag(sync=True)
     layers = t.List(t.Unicode(), read_only=True).tag(sync=True)
     input_channel = t.Int(-1).tag(sync=True)
-    normalize = t.Enum(NORMALIZE, default_value="filter").tag(sync=True)
+    scale = t.Enum(NORMALIZE, default_value="filter").tag(sync=True)
+    normalize = t.Enum(NORMALIZE, default_value="filter", help="old name of scale (the same value)")
     selected = t.Int(-1).tag(sync=True)
     colormap = t.Unicode("RdBu_r").tag(sync=True)
     _weights = t.Dict().tag(sync=True)
@@ -46,10 +49,16 @@ class FilterGrid(anywidget.AnyWidget):
         layer: str | None = None,
         *,
         input_channel: int = -1,
-        normalize: str = "filter",
+        scale: str | None = None,
+        normalize: str | None = None,
         colormap: str = "RdBu_r",
         **kwargs: Any,
     ) -> None:
+        if scale is not None and normalize is not None and scale != normalize:
+            raise WidgetValueError(
+                f"scale={scale!r} and normalize={normalize!r} disagree; normalize is the old name of scale, "
+                "pass only scale"
+            )
         check_model(model)
         names = conv_layers(model)
         if not names:
@@ -60,13 +69,14 @@ class FilterGrid(anywidget.AnyWidget):
         modules = dict(model.named_modules())
         self._convs = {n: modules[n] for n in names}
         super().__init__(**kwargs)
+        t.link((self, "scale"), (self, "normalize"))
         self.set_trait("layers", names)
         with self.hold_sync():
             self.layer = names[0] if layer is None else layer
             if not self._weights:  # a bare Conv2d model: its name "" equals the default, no change event
                 self._send_layer()
             self.input_channel = input_channel
-            self.normalize = normalize
+            self.scale = scale or normalize or "filter"
             self.colormap = colormap
 
     def _conv(self) -> nn.Conv2d:

@@ -1,6 +1,7 @@
-"""A ResNet-18-shaped network (same layers and shapes as torchvision's ``resnet18``, which cannot be
-imported beside the CPU torch used here). Untrained; used by tests and benchmarks, and fine for users who
-want a realistic architecture to explore without downloading weights."""
+"""ResNet-18- and ResNet-50-shaped networks (same layers, shapes and parameter counts as torchvision's
+``resnet18`` and ``resnet50``, which cannot be imported beside the CPU torch used here). Untrained; used by
+tests and benchmarks, and fine for users who want a realistic architecture to explore without downloading
+weights."""
 
 from __future__ import annotations
 
@@ -64,4 +65,70 @@ def resnet18_like(num_classes: int = 1000, in_channels: int = 3, seed: int = 0) 
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = ResNet18Like(num_classes, in_channels)
+    return model.eval()
+
+
+class Bottleneck(nn.Module):
+    """1×1 reduce → 3×3 (stride here, as torchvision's v1.5) → 1×1 expand ×4, residual add in place."""
+
+    expansion = 4
+
+    def __init__(self, cin: int, width: int, stride: int = 1) -> None:
+        super().__init__()
+        cout = width * self.expansion
+        self.conv1 = nn.Conv2d(cin, width, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, width, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3 = nn.Conv2d(width, cout, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(cout)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = (
+            nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+            if stride != 1 or cin != cout
+            else None
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        out += identity
+        return self.relu(out)
+
+
+class ResNet50Like(nn.Module):
+    """conv1 → bn1 → relu → maxpool → layer1‥4 (3, 4, 6, 3 Bottlenecks) → avgpool → fc."""
+
+    def __init__(self, num_classes: int = 1000, in_channels: int = 3) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        cin = 64
+        for i, (width, blocks) in enumerate(zip([64, 128, 256, 512], [3, 4, 6, 3]), start=1):
+            stride = 1 if i == 1 else 2
+            stack = [Bottleneck(cin, width, stride)]
+            cin = width * Bottleneck.expansion
+            stack += [Bottleneck(cin, width) for _ in range(blocks - 1)]
+            setattr(self, f"layer{i}", nn.Sequential(*stack))
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(cin, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+def resnet50_like(num_classes: int = 1000, in_channels: int = 3, seed: int = 0) -> ResNet50Like:
+    """A deterministic, untrained ResNet-50-shaped model in eval mode (25.6 M parameters)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = ResNet50Like(num_classes, in_channels)
     return model.eval()

@@ -1,7 +1,10 @@
 // Per-model store of ActivationBrowser layers. Eager mode: every layer's wire message is in the
 // `_data` trait and is decoded on first use. Lazy mode: layers arrive as custom messages
-// ({type: "layer", name, version, ...header} + one buffer) on request ({type: "fetch", layers}); the
-// neighbours of the requested layer are prefetched and decoded layers live in a bounded LRU cache.
+// ({type: "layer", name, version, ...header} + one buffer) on request ({type: "fetch", layers}). At most
+// one fetch is in flight; what is asked for meanwhile only replaces the one layer wanted next, so
+// holding an arrow key asks for the layer on screen whenever the kernel is free, never for every layer
+// passed. Once the wanted layer is here its neighbours are prefetched. Decoded layers live in a bounded
+// LRU cache. A widget may start lazy and turn eager when the kernel has pushed every layer in `_data`.
 // Wired once per model in `initialize`; views subscribe to hear about arrivals.
 
 import { decode, sliceRange } from "./codec.js";
@@ -54,8 +57,12 @@ export class LayerStore {
     this.model = model;
     /** @type {Map<string, Layer>} insertion order = recency (oldest first) */
     this.cache = new Map();
-    /** @type {Set<string>} */
-    this.pending = new Set();
+    /** Names of the one fetch in flight (empty: none). @type {Set<string>} */
+    this.inflight = new Set();
+    /** The layer to ask for when the fetch in flight is answered. @type {string | null} */
+    this.wanted = null;
+    /** Layers the kernel said it does not know (never asked again until reset). @type {Set<string>} */
+    this.failed = new Set();
     /** @type {Set<(name: string) => void>} */
     this.listeners = new Set();
     /** @type {Set<string>} names never to evict (what views show now) */
@@ -63,7 +70,7 @@ export class LayerStore {
     this.error = "";
     this.meta = /** @type {Meta} */ (model.get("_meta"));
     this.onMeta = () => this.reset();
-    this.onData = () => this.trim();
+    this.onData = () => this.dataChanged();
     this.onMsg = (/** @type {any} */ content, /** @type {any[]} */ buffers) => this.receive(content, buffers);
     model.on("change:_meta", this.onMeta);
     model.on("change:_data", this.onData);
@@ -75,7 +82,9 @@ export class LayerStore {
   reset() {
     this.meta = this.model.get("_meta");
     this.cache.clear();
-    this.pending.clear();
+    this.inflight.clear();
+    this.wanted = null;
+    this.failed.clear();
     this.error = "";
     for (const fn of this.listeners) fn("");
   }
@@ -120,23 +129,37 @@ export class LayerStore {
   }
 
   /**
-   * Ask the kernel for `name` and its neighbours that the browser lacks (lazy mode; no-op when eager).
-   * One message; already-requested layers are not asked twice, and neighbours are only prefetched
-   * when nothing else is in flight, so scrubbing fast through lazy layers asks for what is on screen
-   * rather than queueing every layer passed on the way.
+   * Want `name` on screen (lazy mode; no-op when eager): ask the kernel for it if the browser lacks it,
+   * else for its missing neighbours. While a fetch is in flight this only records `name` as the layer
+   * wanted next (replacing any earlier wish); it is asked for when the fetch in flight is answered.
    * @param {string} name
    */
   request(name) {
-    if (!this.lazy()) return;
+    if (!this.lazy() || !this.metaOf(name)) return;
+    this.wanted = name;
+    if (!this.inflight.size) this.sendWanted();
+  }
+
+  /** @param {string | undefined} name */
+  missing(name) {
+    if (name === undefined || this.cache.has(name) || this.failed.has(name)) return false;
+    return !this.model.get("_data")?.[name];
+  }
+
+  /**
+   * Send one fetch for the wanted layer, or for its neighbours if it is here already.
+   * @param {string} [arriving] a layer received but not decoded yet (counts as here)
+   */
+  sendWanted(arriving) {
+    const name = this.wanted;
+    this.wanted = null;
+    if (name === null || !this.lazy()) return;
     const names = this.names();
     const i = names.indexOf(name);
-    if (i < 0) return;
-    const around = this.pending.size ? [] : [names[i + 1], names[i - 1]];
-    const want = [names[i], ...around].filter(
-      (n) => n !== undefined && !this.cache.has(n) && !this.pending.has(n),
-    );
+    const here = (/** @type {string | undefined} */ n) => n === undefined || n === arriving || !this.missing(n);
+    const want = (here(name) ? [names[i + 1], names[i - 1]] : [name]).filter((n) => !here(n));
     if (!want.length) return;
-    for (const n of want) this.pending.add(n);
+    this.inflight = new Set(want);
     this.model.send({ type: "fetch", layers: want, version: this.meta.version });
   }
 
@@ -149,7 +172,9 @@ export class LayerStore {
   }
 
   /**
-   * Handle a custom message from the kernel.
+   * Handle a custom message from the kernel. Replies of an older `version` (asked before the
+   * activations changed) are ignored. When the fetch in flight is complete, the wanted layer is asked
+   * for before the arrival is decoded (the kernel works while the browser decodes and paints).
    * @param {any} content
    * @param {any[]} buffers
    */
@@ -157,13 +182,18 @@ export class LayerStore {
     if (!content || content.version !== this.meta.version) return;
     if (content.type === "error") {
       this.error = String(content.message);
-      for (const n of content.layers ?? []) this.pending.delete(n);
+      for (const n of content.layers ?? []) {
+        this.inflight.delete(n);
+        this.failed.add(n);
+      }
+      if (!this.inflight.size) this.sendWanted();
       for (const fn of this.listeners) fn("");
       return;
     }
     if (content.type !== "layer") return;
     const { type, name, version, ...header } = content;
-    this.pending.delete(name);
+    this.inflight.delete(name);
+    if (!this.inflight.size) this.sendWanted(name);
     this.insert(name, { ...header, data: buffers[0] });
     this.trim();
     for (const fn of this.listeners) fn(name);
@@ -193,6 +223,15 @@ export class LayerStore {
     };
     this.cache.set(name, layer);
     return layer;
+  }
+
+  /** `_data` (or the budget) changed: trim the cache and announce the layers `_data` holds (a view
+   * waiting for one of them paints it). */
+  dataChanged() {
+    this.trim();
+    for (const name of Object.keys(this.model.get("_data") ?? {})) {
+      for (const fn of this.listeners) fn(name);
+    }
   }
 
   /** Evict least recently used unpinned layers beyond the byte budget. */
