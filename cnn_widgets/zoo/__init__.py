@@ -5,11 +5,12 @@
 - :func:`shapesnet` / :func:`load_shapesnet`: a small CNN ending in global average pooling + linear,
   with shipped weights for the ``"clean"`` and the ``"cheat"`` variant
   (reproduced by ``python -m cnn_widgets.zoo.train``).
-- :func:`resnet18_like`: an untrained ResNet-18-shaped network.
+- :func:`resnet18_like` / :func:`resnet50_like`: untrained ResNet-18- and ResNet-50-shaped networks
+  (torchvision's layouts and parameter counts; torchvision itself does not import beside the CPU torch).
 """
 
 from .data import CHEAT_CLASS, CLASSES, mark_mask, shapes_dataset
-from .resnet import resnet18_like
+from .resnet import resnet18_like, resnet50_like
 from .shapesnet import VARIANTS, ShapesNet, load_shapesnet, shapesnet
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "load_shapesnet",
     "mark_mask",
     "resnet18_like",
+    "resnet50_like",
     "shapes_dataset",
     "shapesnet",
 ]

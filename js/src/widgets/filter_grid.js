@@ -15,8 +15,8 @@ import { paintColorbar } from "../overlay.js";
 const GRID_WIDTH = 560;
 const GRID_CELL = 64;
 const DETAIL_WIDTH = 240;
-/** Menu text of the normalize modes (the modes themselves: FILTER_NORMALIZE). @type {Record<string, string>} */
-const NORMALIZE_TEXT = { filter: "per filter", layer: "per layer" };
+/** Menu text of the colour scale modes (trait `scale`; the modes: FILTER_NORMALIZE). @type {Record<string, string>} */
+const SCALE_TEXT = { filter: "per filter", layer: "per layer" };
 
 /**
  * @param {any} model
@@ -29,7 +29,8 @@ function renderFilterGrid(model, el) {
 
   const layerSel = labelledSelect("layer", "cnnw-layer-select", []);
   const inputSel = labelledSelect("input channel", "cnnw-input-channel", []);
-  const normSel = labelledSelect("normalize", "cnnw-normalize", FILTER_NORMALIZE.map((m) => [m, NORMALIZE_TEXT[m] ?? m]));
+  // cnnw-normalize: the select's old class, still used by tests/browser/test_keyboard.py
+  const scaleSel = labelledSelect("scale", "cnnw-scale cnnw-normalize", FILTER_NORMALIZE.map((m) => [m, SCALE_TEXT[m] ?? m]));
   const cmapSel = labelledSelect("colormap", "cnnw-colormap", COLORMAPS.map((n) => [n, n]));
   const caption = h("div", { className: "cnnw-caption" });
   const grid = /** @type {HTMLCanvasElement} */ (h("canvas", {
@@ -41,7 +42,7 @@ function renderFilterGrid(model, el) {
   const tooltip = tooltipBox();
 
   root.append(
-    h("div", { className: "cnnw-toolbar" }, [layerSel.wrap, inputSel.wrap, normSel.wrap, cmapSel.wrap]),
+    h("div", { className: "cnnw-toolbar" }, [layerSel.wrap, inputSel.wrap, scaleSel.wrap, cmapSel.wrap]),
     caption,
     h("div", { className: "cnnw-main" }, [
       h("div", { className: "cnnw-grid-wrap" }, [grid]),
@@ -72,7 +73,7 @@ function renderFilterGrid(model, el) {
     const layers = model.get("layers") ?? [];
     if (layerSel.select.options.length !== layers.length) setOptions(layerSel.select, layers.map((n) => [n, n || "(whole model)"]));
     layerSel.select.value = model.get("layer");
-    normSel.select.value = model.get("normalize");
+    scaleSel.select.value = model.get("scale");
     cmapSel.select.value = model.get("colormap");
     const w = weights;
     const I = w ? w.shape[1] : 0;
@@ -109,7 +110,7 @@ function renderFilterGrid(model, el) {
     const k = Number(model.get("input_channel"));
     const tiles = filterTiles(w.values, w.shape, k < w.shape[1] ? k : -1, w.info.groups);
     const cmap = model.get("colormap");
-    const mode = model.get("normalize") === "layer" ? "layer" : "channel";
+    const mode = model.get("scale") === "layer" ? "layer" : "channel";
     const { lo, hi } = tileRanges(mode, tiles.min, tiles.max, !tiles.rgb && isDiverging(cmap));
     const pixels = tiles.rgb
       ? colorizeRgb(tiles.values, tiles.count, lo, hi)
@@ -140,7 +141,7 @@ function renderFilterGrid(model, el) {
     paintColorbar(bar, table);
     if (!w || !shown || sel < 0 || sel >= w.shape[0]) {
       detail.hidden = true;
-      const layerWide = shown && model.get("normalize") === "layer";
+      const layerWide = shown && model.get("scale") === "layer";
       barLo.textContent = layerWide ? fmt(shown.lo[0]) : "low";
       barHi.textContent = layerWide ? fmt(shown.hi[0]) : "high (each filter)";
       detailCaption.textContent = shown ? "click a filter to see all its input channels" : "";
@@ -194,9 +195,9 @@ function renderFilterGrid(model, el) {
   });
   bindControl(scope, model, layerSel.select, "layer");
   bindControl(scope, model, inputSel.select, "input_channel", { parse: Number });
-  bindControl(scope, model, normSel.select, "normalize");
+  bindControl(scope, model, scaleSel.select, "scale");
   bindControl(scope, model, cmapSel.select, "colormap");
-  for (const key of ["_weights", "layer", "input_channel", "normalize", "colormap", "layers"]) {
+  for (const key of ["_weights", "layer", "input_channel", "scale", "colormap", "layers"]) {
     scope.onModel(model, `change:${key}`, paint);
   }
   scope.onModel(model, "change:selected", paint);
