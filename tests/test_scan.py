@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from cnn_widgets import capture_activations, zoo
 from cnn_widgets.dataset import STAT_RTOL, ScanResult, scan
 from cnn_widgets.dataset import progress as progress_module
-from cnn_widgets.dataset.ray_backend import shard_bounds
+from cnn_widgets.dataset.ray_backend import merged_prefix, scan_shards, shard_bounds
 
 B = 16
 LAYERS = ["features.conv4", "features.relu4", "fc"]
@@ -330,6 +330,25 @@ def test_shard_bounds_fall_on_batches():
     assert shard_bounds(0, 100, 16, 3) == [(0, 32), (32, 64), (64, 100)]
     assert shard_bounds(96, 240, 16, 2) == [(96, 160), (160, 240)]
     assert shard_bounds(0, 10, 16, 4) == [(0, 10)]
+
+
+def test_ray_driver_logic_without_ray(model, data):
+    """What the Ray backend does, minus Ray: shards after a resumed prefix, each scanned by the worker
+    function and shipped as npz bytes, merged in order on the driver — the local result."""
+    images, labels = data
+    whole = scan(model, (images, labels), LAYERS, k=8, batch_size=B, progress=False)
+    start = scan(model, (images[:48], labels[:48]), LAYERS, k=8, batch_size=B, progress=False)
+    settings = dict(layers=tuple(LAYERS), k=8, by="max", mean=None, std=None, output=None, target=None,
+                    batch_size=B)
+    bounds = shard_bounds(48, 240, B, 4)
+    parts = {}
+    for a, b in reversed(bounds):  # shards arrive in any order
+        rows = {"start": np.array([a]), "stop": np.array([b])}
+        out = scan_shards(rows, {"model": model, "data": (images, labels), "settings": settings})
+        parts[int(out["start"][0])] = ScanResult.from_bytes(out["result"][0])
+    assert merged_prefix(start, parts, bounds) == whole
+    del parts[bounds[2][0]]
+    assert merged_prefix(start, parts, bounds).count == bounds[2][0]  # stops at the gap
 
 
 @pytest.mark.skipif(

@@ -44,13 +44,12 @@ def shard_bounds(start: int, total: int, batch_size: int, shards: int) -> list[t
     return [(cuts[i], min(cuts[i + 1], total)) for i in range(shards)]
 
 
-def _scan_shards(rows: dict[str, np.ndarray], job: Any) -> dict[str, np.ndarray]:
-    """Ray Data UDF: scan each (start, stop) row's images and return the results as npz bytes."""
-    import ray
-
+def scan_shards(rows: dict[str, np.ndarray], job: Any) -> dict[str, np.ndarray]:
+    """Ray Data UDF: scan each (start, stop) row's images and return the results as npz bytes. ``job``:
+    ``{"model", "data", "settings"}`` or a Ray object reference to it."""
     from .scan import local_scan
 
-    spec = ray.get(job) if isinstance(job, ray.ObjectRef) else job
+    spec = job if isinstance(job, dict) else _import_ray().get(job)
     source = Source(spec["data"])
     blobs = []
     for start, stop in zip(rows["start"].tolist(), rows["stop"].tolist()):
@@ -60,7 +59,7 @@ def _scan_shards(rows: dict[str, np.ndarray], job: Any) -> dict[str, np.ndarray]
     return {"start": rows["start"], "result": np.array(blobs, dtype=object)}
 
 
-def _prefix(
+def merged_prefix(
     resume: ScanResult | None, parts: dict[int, ScanResult], bounds: list[tuple[int, int]]
 ) -> ScanResult | None:
     """``resume`` merged with the finished shards that follow it without a gap, in order."""
@@ -94,7 +93,7 @@ def ray_scan(
     bounds = shard_bounds(start, total, settings["batch_size"], positive_int("shards", shards))
     job = ray.put({"model": model, "data": source.data, "settings": settings})
     rows = ray.data.from_items([{"start": a, "stop": b} for a, b in bounds], override_num_blocks=len(bounds))
-    out = rows.map_batches(_scan_shards, fn_kwargs={"job": job}, batch_size=1, batch_format="numpy")
+    out = rows.map_batches(scan_shards, fn_kwargs={"job": job}, batch_size=1, batch_format="numpy")
     parts: dict[int, ScanResult] = {}
     bar = Progress(progress, total - start, title="scan (ray)")
     ok = False
@@ -107,10 +106,10 @@ def ray_scan(
     finally:
         bar.close(ok)
         if checkpoint is not None and parts:
-            done = _prefix(resume, parts, bounds)
+            done = merged_prefix(resume, parts, bounds)
             if done is not None:
                 done.save(checkpoint)
-    result = _prefix(resume, parts, bounds)
+    result = merged_prefix(resume, parts, bounds)
     if result is None or result.count != total:
         raise ValueError(
             f"the data has {total} items but {0 if result is None else result.count} images were scanned; "
