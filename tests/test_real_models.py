@@ -19,7 +19,6 @@ from cnn_widgets import suggest_target_layer
 from cnn_widgets.outputs import is_probabilities, probabilities
 from cnn_widgets.widgets.attribution_view import AttributionView, class_probabilities
 from cnn_widgets.widgets.compare import compare
-from conftest import Untouched as _Untouched
 
 
 def _seeded(module: nn.Module, seed: int = 0) -> nn.Module:
@@ -141,13 +140,10 @@ def image(h: int = 48, w: int = 48, seed: int = 0) -> torch.Tensor:
     return torch.rand(3, h, w, generator=torch.Generator().manual_seed(seed))
 
 
-Untouched = _Untouched()  # ``with Untouched(model):`` asserts bit-identity and no hooks at the end
-
-
 # ----------------------------------------------------------------------------------- structured outputs
-def test_a_tuple_output_without_output_names_the_structure_and_the_fix() -> None:
+def test_a_tuple_output_without_output_names_the_structure_and_the_fix(untouched) -> None:
     model = onet()
-    with Untouched(model), pytest.raises(ValueError) as info:
+    with untouched(model), pytest.raises(ValueError) as info:
         attribute(model, image(), "saliency")
     text = str(info.value)
     assert "output[0]: Tensor(1, 4)" in text and "output[2]: Tensor(1, 2)" in text
@@ -155,25 +151,25 @@ def test_a_tuple_output_without_output_names_the_structure_and_the_fix() -> None
 
 
 @pytest.mark.parametrize("method", [m for m in METHODS if m not in ("cam",)])
-def test_every_method_on_the_face_detector_head(method: str) -> None:
+def test_every_method_on_the_face_detector_head(method: str, untouched) -> None:
     model = onet()
     options = {"n_steps": 4} if method == "integrated_gradients" else {}
     options |= {"nt_samples": 3} if method == "smoothgrad" else {}
     options |= {"n_samples": 8} if method in ("lime", "kernel_shap", "gradient_shap") else {}
-    with Untouched(model):
+    with untouched(model):
         result = attribute(model, image(), method, target=0, output=2, logits=True, options=options)
     assert result.map.shape == (48, 48) and torch.isfinite(result.map).all()
     if method in ("guided_backprop", "deconvolution", "guided_grad_cam"):
         assert any("no nn.ReLU" in note or "none" in note for note in result.notes), result.notes
 
 
-def test_cam_on_a_model_without_a_gap_head_is_a_clear_error() -> None:
+def test_cam_on_a_model_without_a_gap_head_is_a_clear_error(untouched) -> None:
     model = onet()
-    with Untouched(model), pytest.raises(ValueError, match="global average pooling"):
+    with untouched(model), pytest.raises(ValueError, match="global average pooling"):
         attribute(model, image(), "cam", output=2, logits=True)
 
 
-def test_logits_true_attributes_the_pre_softmax_score() -> None:
+def test_logits_true_attributes_the_pre_softmax_score(untouched) -> None:
     """Saliency with logits=True equals the gradient of the class logit, computed independently; on the
     softmax it is a different (and for a saturated head, vanishing) gradient."""
     model = onet()
@@ -183,25 +179,25 @@ def test_logits_true_attributes_the_pre_softmax_score() -> None:
     h = twin.prelu3(twin.conv3(twin.pool2(twin.prelu2(twin.conv2(twin.pool1(twin.prelu1(twin.conv1(want_x))))))))
     logit = twin.cls(twin.prelu4(twin.dense(twin.flatten(h))))[0, 1]
     (grad,) = torch.autograd.grad(logit, want_x)
-    with Untouched(model):
+    with untouched(model):
         got = attribute(model, x[0], "saliency", target=1, output=2, logits=True, abs=False)
         soft = attribute(model, x[0], "saliency", target=1, output=2, abs=False)
     assert torch.allclose(got.raw[0], grad[0], atol=1e-6)
     assert not torch.allclose(soft.raw[0], grad[0], atol=1e-6)
 
 
-def test_logits_without_a_final_softmax_is_a_clear_error() -> None:
+def test_logits_without_a_final_softmax_is_a_clear_error(untouched) -> None:
     model = plain_cnn()
-    with Untouched(model), pytest.raises(ValueError, match="no final nn.Softmax"):
+    with untouched(model), pytest.raises(ValueError, match="no final nn.Softmax"):
         attribute(model, image(32, 32), "saliency", logits=True)
 
 
-def test_suggested_layer_is_never_the_sibling_box_head() -> None:
+def test_suggested_layer_is_never_the_sibling_box_head(untouched) -> None:
     """PNet's box conv runs after the class head: the last spatial module overall, but the class scores
     do not depend on it. The suggestion is the last module the scores depend on."""
     model = _seeded(PNet(), 2)
     pooled = lambda out: out[1].amax(dim=(2, 3))  # noqa: E731  (a dense class map pooled to scores)
-    with Untouched(model):
+    with untouched(model):
         assert suggest_target_layer(model, image(24, 24), output=pooled) == "cls"
         for method in ("grad_cam", "grad_cam_pp", "layer_cam", "score_cam", "eigen_cam", "hires_cam"):
             result = attribute(model, image(24, 24), method, output=pooled)
@@ -214,9 +210,9 @@ def test_a_dense_class_map_without_pooling_says_how_to_pool() -> None:
         attribute(model, image(24, 24), "saliency", output=1)
 
 
-def test_dict_output_by_key_and_callable() -> None:
+def test_dict_output_by_key_and_callable(untouched) -> None:
     model = _seeded(DictSiLU(), 4)
-    with Untouched(model):
+    with untouched(model):
         by_key = attribute(model, image(33, 47), "integrated_gradients", target=2, output="logits", n_steps=8)
         by_call = attribute(model, image(33, 47), "integrated_gradients", target=2,
                             output=lambda out: out["logits"], n_steps=8)
@@ -247,9 +243,9 @@ def test_probabilities_are_shown_as_the_model_gives_them() -> None:
     assert not is_probabilities(torch.tensor([[2.0, -1.0]]))
 
 
-def test_attribution_view_on_the_face_detector() -> None:
+def test_attribution_view_on_the_face_detector(untouched) -> None:
     model = onet()
-    with Untouched(model):
+    with untouched(model):
         view = AttributionView(model, image(), method="saliency", output=2, logits=True, labels=["face", "none"])
         assert view.wait(60)
     assert view.error == "" and view.result is not None
@@ -257,9 +253,9 @@ def test_attribution_view_on_the_face_detector() -> None:
     assert total == pytest.approx(1.0, abs=1e-5)  # the model's own probabilities, two classes
 
 
-def test_compare_on_the_face_detector() -> None:
+def test_compare_on_the_face_detector(untouched) -> None:
     model = onet()
-    with Untouched(model):
+    with untouched(model):
         widget = compare(model, [image(seed=1), image(seed=2)], ["saliency", "grad_cam"], output=2, logits=True)
         if hasattr(widget, "wait"):
             assert widget.wait(120)
@@ -268,10 +264,10 @@ def test_compare_on_the_face_detector() -> None:
 
 # ------------------------------------------------------------------------------ capture, tables, widgets
 @pytest.mark.parametrize("build", [onet, lambda: _seeded(PNet(), 2), lambda: _seeded(DictSiLU(), 4)])
-def test_capture_table_filters_and_browser_on_real_models(build) -> None:
+def test_capture_table_filters_and_browser_on_real_models(build, untouched) -> None:
     model = build()
     x = image(48, 48)
-    with Untouched(model):
+    with untouched(model):
         acts = capture_activations(model, x)
         rows = layer_table(model, x)
         grid = FilterGrid(model)
@@ -282,14 +278,14 @@ def test_capture_table_filters_and_browser_on_real_models(build) -> None:
     assert grid.layer and browser.layers
 
 
-def test_integer_shape_modules_and_fx_graph_modules() -> None:
+def test_integer_shape_modules_and_fx_graph_modules(untouched) -> None:
     model = _seeded(WithShapeOps(), 5)
-    with Untouched(model):
+    with untouched(model):
         acts = capture_activations(model, image(16, 16))
         result = attribute(model, image(16, 16), "integrated_gradients", n_steps=4)
     assert acts["shape"].dtype == torch.int64 and result.map.shape == (16, 16)
     graph = torch.fx.symbolic_trace(plain_cnn())
-    with Untouched(graph):
+    with untouched(graph):
         rows = layer_table(graph, image(32, 32))
         cam = attribute(graph, image(32, 32), "grad_cam")
     assert isinstance(graph, torch.fx.GraphModule) and cam.layer == "3"
@@ -297,15 +293,15 @@ def test_integer_shape_modules_and_fx_graph_modules() -> None:
 
 
 @pytest.mark.parametrize("size", [(17, 29), (64, 31), (9, 9)])
-def test_odd_input_sizes(size: tuple[int, int]) -> None:
+def test_odd_input_sizes(size: tuple[int, int], untouched) -> None:
     model = plain_cnn()
-    with Untouched(model):
+    with untouched(model):
         for method in ("grad_cam", "occlusion", "feature_ablation"):
             result = attribute(model, image(*size), method)
             assert result.map.shape == size, method
 
 
-def test_a_wrong_input_size_is_a_value_error_everywhere() -> None:
+def test_a_wrong_input_size_is_a_value_error_everywhere(untouched) -> None:
     model = onet()  # its dense layer fixes the input at 48×48
     for call in (
         lambda: capture_activations(model, image(40, 40)),
@@ -313,14 +309,14 @@ def test_a_wrong_input_size_is_a_value_error_everywhere() -> None:
         lambda: attribute(model, image(40, 40), "saliency", output=2),
         lambda: suggest_target_layer(model, image(40, 40), output=2),
     ):
-        with Untouched(model), pytest.raises(ValueError, match=r"\(1, 3, 40, 40\)"):
+        with untouched(model), pytest.raises(ValueError, match=r"\(1, 3, 40, 40\)"):
             call()
 
 
-def test_half_and_double_models_get_their_input_cast() -> None:
+def test_half_and_double_models_get_their_input_cast(untouched) -> None:
     for dtype in (torch.float64, torch.bfloat16):
         model = plain_cnn().to(dtype)
-        with Untouched(model):
+        with untouched(model):
             acts = capture_activations(model, image(16, 16))
             result = attribute(model, image(16, 16), "saliency")
         assert acts["0"].dtype == dtype and result.map.dtype == torch.float32
