@@ -10,8 +10,8 @@ Memory: peak resident memory (``ru_maxrss``) of a fresh process that scans N ima
 ``IterableDataset`` (256 generated per step, so the data never sits in memory), for growing N; the scan
 keeps k × channels per layer plus 16 bytes per image (prediction and label), so the peak must stay flat.
 
-Run: ``.venv/bin/python bench/bench_scan.py [--images 1024] [--rounds 5] [--sizes 1000 5000 20000]``
-(about 4 minutes on a quiet 2-core machine with the defaults; ``--threads`` sets torch's intra-op threads,
+Run: ``.venv/bin/python bench/bench_scan.py [--images 1024] [--rounds 9] [--sizes 1000 5000 20000]``
+(about 5 minutes on a quiet 2-core machine with the defaults; ``--threads`` sets torch's intra-op threads,
 default 1: on a shared 2-core machine a second thread mostly waits).
 """
 
@@ -169,7 +169,7 @@ def report(tp: dict[str, Any], mem: list[dict[str, float]]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=1024, help="images per throughput round")
-    parser.add_argument("--rounds", type=int, default=5, help="measured rounds per variant")
+    parser.add_argument("--rounds", type=int, default=9, help="measured rounds per variant")
     parser.add_argument("--sizes", type=int, nargs="*", default=[1000, 5000], help="data set sizes for memory")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--child-memory", type=int, help=argparse.SUPPRESS)
