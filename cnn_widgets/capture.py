@@ -299,9 +299,12 @@ class ActivationCapture:
                 self.outputs[key] = output
                 if output.requires_grad:
                     self.grad_edges[key] = get_gradient_edge(output)
+                    # the hook lives in the autograd graph, which the garbage collector cannot see
+                    # into: referring to the capture (which holds the graph) would leak both for ever
+                    gradients = self.gradients
 
                     def store(grad: torch.Tensor, key: str = key) -> None:
-                        self.gradients[key] = grad.detach().to("cpu", copy=True)
+                        gradients[key] = grad.detach().to("cpu", copy=True)
 
                     output.register_hook(store)
 

@@ -3,11 +3,13 @@ the browser shares, trait checks and their errors."""
 
 from __future__ import annotations
 
+import operator
 import pathlib
 from collections.abc import Collection, Sequence
 from typing import Any
 
 import traitlets as t
+from traitlets.utils.descriptions import describe
 
 from .._checks import unknown_name_error
 
@@ -59,6 +61,53 @@ def bundle(name: str) -> pathlib.Path | str:
 class WidgetValueError(t.TraitError, ValueError):
     """A bad widget argument or trait value: a ``TraitError`` for traitlets and a ``ValueError`` for
     callers, so ``except ValueError`` works whichever way the value was set."""
+
+
+class _TypeErrorIsValueError:
+    """Trait-type mixin: a value of the wrong type raises :class:`WidgetValueError` naming the trait, as
+    a wrong value does (plain traitlets raise a bare ``TraitError``)."""
+
+    name: str | None
+    allow_none: bool
+
+    def error(self, obj: Any, value: Any, error: Exception | None = None, info: str | None = None) -> Any:
+        if self.name is None:  # an element trait: its container words the message
+            return super().error(obj, value, error, info)  # type: ignore[misc]
+        if error is None:
+            expected = info or self.info()  # type: ignore[attr-defined]
+            if self.allow_none and not expected.endswith(" or None"):  # type: ignore[attr-defined]
+                expected += " or None"
+            raise WidgetValueError(f"{self.name} must be {expected}, got {describe('the', value)}")
+        try:
+            super().error(obj, value, error, info)  # type: ignore[misc]
+        except t.TraitError as err:
+            raise WidgetValueError(str(err)) from None
+
+
+class CheckedFloat(_TypeErrorIsValueError, t.Float):
+    """``traitlets.Float`` whose type errors are :class:`WidgetValueError`."""
+
+
+class CheckedInt(_TypeErrorIsValueError, t.Int):
+    """``traitlets.Int`` whose type errors are :class:`WidgetValueError`. Integers of any kind (numpy,
+    0-d tensors) become ints through ``operator.index``; floats are refused, also integral ones (plain
+    traitlets would cast 2.0); bools pass as they are, for the validators to judge."""
+
+    def validate(self, obj: Any, value: Any) -> Any:
+        if not isinstance(value, bool):
+            try:
+                value = operator.index(value)
+            except TypeError:
+                self.error(obj, value)
+        return super().validate(obj, value)
+
+
+class CheckedUnicode(_TypeErrorIsValueError, t.Unicode):
+    """``traitlets.Unicode`` whose type errors are :class:`WidgetValueError`."""
+
+
+class CheckedDict(_TypeErrorIsValueError, t.Dict):
+    """``traitlets.Dict`` whose type errors are :class:`WidgetValueError`."""
 
 
 def check_colormap(name: Any) -> str:

@@ -7,21 +7,19 @@ canvas's synced traits. Each result's signed map travels once, as float16 (:mod:
 ``opacity``, ``colormap``, ``sign`` and ``clip_percentile`` are applied in the browser, so moving them
 sends no numbers (their browser-side changes are not even echoed back).
 
-Attributions run in a worker thread, so the kernel stays free to receive a cancel click while a slow
-method works: ``attribute``'s ``progress`` callback publishes the fraction done and raises
-:class:`~cnn_widgets.Cancelled` once the job is cancelled (by the cancel button, :meth:`cancel`, or any
-newer request). Results are cached per (image, method, target, layer, options).
+Attributions run as jobs of :mod:`cnn_widgets.widgets.jobs` (a worker thread, so the kernel stays free to
+receive a cancel click while a slow method works): ``attribute``'s ``progress`` callback publishes the
+fraction done and raises :class:`~cnn_widgets.Cancelled` once the job is cancelled (by the cancel button,
+:meth:`AttributionView.cancel`, or any newer request). The last :data:`~cnn_widgets.widgets.jobs.CACHE_SIZE`
+results are cached per (image, method, target, layer, options).
 """
 
 from __future__ import annotations
 
 import math
-import threading
-import time
-from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Iterator
 
 import anywidget
@@ -34,27 +32,34 @@ from torch import nn
 from .. import wire
 from .. import outputs
 from .._checks import check_layer_names, check_model, is_script, model_input, unknown_name_error
-from ..attribution import METHODS, Attribution, Cancelled, attribute
-from ..capture import model_lock, model_session
+from ..attribution import METHODS, Attribution, attribute
+from ..capture import model_session
 from ..images import Image, Stats, prepare
 from ..layers import conv_layers, probe
-from ..outputs import Output
-from ._common import HeatmapDisplay, WidgetValueError, bundle
+from ..outputs import Output, check_output, check_scores
+from ._common import CheckedDict, CheckedFloat, CheckedInt, CheckedUnicode, HeatmapDisplay, WidgetValueError, bundle
 from ._common import SIGNS, check_choice  # noqa: F401  (re-exported: they were defined here)
+from .jobs import CACHE_SIZE, Jobs, Progress
 
 TOP_K = 5
-CACHE_SIZE = 32
-PROGRESS_INTERVAL = 0.1  # seconds between progress messages (iopub counts every comm message)
 _BAR = "#5b8db8"
 _BAR_TARGET = "#e8590c"
 
-def check_labels(labels: Sequence[str] | None, classes: int) -> list[str]:
-    """Class names for ``classes`` outputs: ``labels`` checked, or ``class 0``, ``class 1``, … ."""
+def label_list(labels: Sequence[str] | None) -> list[str] | None:
+    """``labels`` as a list of str (``None`` stays ``None``), or a ``TypeError``; checkable before the
+    model has run (:func:`check_labels` then checks the count)."""
     if labels is None:
-        return [f"class {i}" for i in range(classes)]
+        return None
     if isinstance(labels, str) or not isinstance(labels, Sequence):
         raise TypeError(f"labels must be a list of class names (str), got {type(labels).__name__}")
-    names = [str(x) for x in labels]
+    return [str(x) for x in labels]
+
+
+def check_labels(labels: Sequence[str] | None, classes: int) -> list[str]:
+    """Class names for ``classes`` outputs: ``labels`` checked, or ``class 0``, ``class 1``, … ."""
+    names = label_list(labels)
+    if names is None:
+        return [f"class {i}" for i in range(classes)]
     if len(names) != classes:
         raise ValueError(
             f"got {len(names)} labels but the model has {classes} classes; pass one name per class output"
@@ -72,6 +77,15 @@ def class_probabilities(
         found = probe(model, model_input(model, batch), output, layer=not is_script(model))
     # A model with non-finite scores still gets a view: the chart shows 0 and attribute() reports it.
     return outputs.probabilities(found.scores, scores), found.layer
+
+
+def check_scoring(output: object, scores: object, logits: object) -> tuple[Output, str, bool]:
+    """The widgets' ``output=``, ``scores=`` and ``logits=`` arguments, checked before any forward pass
+    (``output`` and ``logits`` go to :func:`cnn_widgets.attribute`, ``scores`` to
+    :func:`class_probabilities`)."""
+    if not isinstance(logits, bool):
+        raise TypeError(f"logits must be True or False, got {logits!r}")
+    return check_output(output), check_scores(scores), logits
 
 
 def _freeze(value: Any) -> Hashable:
@@ -108,19 +122,6 @@ def error_text(err: BaseException) -> str:
     return f"{type(err).__name__}: {err}"
 
 
-@dataclass
-class _Job:
-    """One requested computation; ``cancel`` is set when it is cancelled or superseded."""
-
-    key: tuple[Hashable, ...]
-    method: str
-    target: int | None
-    layer: str | None
-    options: dict[str, Any]
-    cancel: threading.Event = field(default_factory=threading.Event)
-    last_report: float = 0.0
-
-
 class _AttributionCanvas(anywidget.AnyWidget):
     """The browser half of :class:`AttributionView`: image, heatmap, controls, progress and cancel."""
 
@@ -151,23 +152,32 @@ class AttributionView(HeatmapDisplay, W.HBox):
     ``target``: the class explained (``None``: the top prediction); clicking a bar of the top-k chart
     sets it. ``layer``: for methods that need one (``None``: :func:`cnn_widgets.suggest_target_layer`).
     ``labels``: class names (default ``class 0``, ``class 1``, …). ``mean``/``std`` normalise the image
-    for the model; the picture shows it unnormalised.
+    for the model; the picture shows it unnormalised. ``output``: which part of a structured model
+    output holds the class scores (see :mod:`cnn_widgets.outputs`); ``scores``: how the chart reads
+    them ("auto": rows that already are probabilities are shown as they are, else softmaxed; "logits";
+    "probabilities"); ``logits=True`` attributes the scores before a final softmax (see
+    :func:`cnn_widgets.attribute`).
 
     Traits: ``method``, ``target``, ``layer``, ``options`` (the method's options by Captum's names;
     changing any of these recomputes), ``opacity``, ``colormap``, ``sign`` ("positive" | "negative" |
     "absolute" | "all", the last with a diverging colormap) and ``clip_percentile`` (colour range ends
     at this percentile of the shown magnitudes), applied in the browser; read-only ``progress`` (0–1),
     ``busy``, ``error`` (why the last computation failed, else ""), ``labels`` and ``predictions``.
+    A value of the wrong type or out of range raises :class:`~cnn_widgets.widgets.WidgetValueError`
+    (a ``ValueError``) naming the trait.
+
+    Computations run in the background, one at a time: :meth:`wait` blocks until the current one is
+    done, :attr:`result` is the attribution on screen, :meth:`cancel` and :meth:`run` are the buttons.
     """
 
-    method = t.Unicode("grad_cam")
-    target = t.Int(None, allow_none=True)
-    layer = t.Unicode(None, allow_none=True)
-    options = t.Dict()
-    opacity = t.Float(0.5)
-    colormap = t.Unicode("inferno")
-    sign = t.Unicode("positive")
-    clip_percentile = t.Float(99.0)
+    method = CheckedUnicode("grad_cam")
+    target = CheckedInt(None, allow_none=True)
+    layer = CheckedUnicode(None, allow_none=True)
+    options = CheckedDict()
+    opacity = CheckedFloat(0.5)
+    colormap = CheckedUnicode("inferno")
+    sign = CheckedUnicode("positive")
+    clip_percentile = CheckedFloat(99.0)
     progress = t.Float(0.0, read_only=True)
     busy = t.Bool(False, read_only=True)
     error = t.Unicode("", read_only=True)
@@ -190,13 +200,15 @@ class AttributionView(HeatmapDisplay, W.HBox):
         colormap: str = "inferno",
         sign: str = "positive",
         clip_percentile: float = 99.0,
+        output: Output = None,
+        scores: str = "auto",
+        logits: bool = False,
         **kwargs: Any,
     ) -> None:
         self._model = check_model(model)
-        self._lock = threading.RLock()
-        self._job: _Job | None = None
-        self._threads: list[threading.Thread] = []
-        self._cache: OrderedDict[tuple[Hashable, ...], tuple[Attribution, dict[str, Any]]] = OrderedDict()
+        self._output, self._scores, self._logits = check_scoring(output, scores, logits)
+        # one result per cache entry: (Attribution, browser payload)
+        self._jobs = Jobs("cnn_widgets-attribution", cache_size=CACHE_SIZE)
         self._shown: Attribution | None = None
         self._options_by_method: dict[str, dict[str, Any]] = {}
         self._quiet = True
@@ -205,16 +217,17 @@ class AttributionView(HeatmapDisplay, W.HBox):
         self._bars, self._figure = self._make_chart()
         kwargs.setdefault("layout", W.Layout(flex_flow="row wrap", align_items="flex-start"))
         super().__init__(children=[self._canvas, self._figure], **kwargs)
-        self._load_image(image, mean, std, labels)
-        self._canvas._methods = [info.to_json() for info in METHODS.values()]
+        # what needs no forward pass is checked before the image's; the target needs the class count
         self.method = method
-        self.target = target
         self.layer = layer
-        self.options = dict(options or {})
+        self.options = dict(options) if isinstance(options, Mapping) else {} if options is None else options
         self.opacity = opacity
         self.colormap = colormap
         self.sign = sign
         self.clip_percentile = clip_percentile
+        self._load_image(image, mean, std, label_list(labels))
+        self._canvas._methods = [info.to_json() for info in METHODS.values()]
+        self.target = target
         for name in ("method", "target", "layer", "options", "opacity", "colormap", "sign", "clip_percentile"):
             t.link((self, name), (self._canvas, name))
         for name in ("progress", "busy", "error"):
@@ -227,15 +240,14 @@ class AttributionView(HeatmapDisplay, W.HBox):
 
     def set_image(self, image: Image, mean: Stats = None, std: Stats = None) -> None:
         """Explain another image (same model and labels); ``target`` and the method stay."""
-        with self._lock:  # first let go of the model: the new image's forward pass needs it
-            self._cancel_job()
+        self._jobs.cancel()  # first let go of the model: the new image's forward pass needs it
         self._load_image(image, mean, std, self.labels)
         self._request()
 
     def _load_image(self, image: Image, mean: Stats, std: Stats, labels: Sequence[str] | None) -> None:
         batch, display = prepare(image, mean, std, model=self._model, single=True)
         try:
-            probs, auto_layer = class_probabilities(self._model, batch)
+            probs, auto_layer = class_probabilities(self._model, batch, self._output, self._scores)
         except RuntimeError as err:
             raise ValueError(
                 f"the model failed on an input of shape {tuple(batch.shape)}: {err}; check the image size "
@@ -246,7 +258,7 @@ class AttributionView(HeatmapDisplay, W.HBox):
         k = min(TOP_K, p.numel())
         top = torch.topk(p, k)
         if self._image_version:
-            with self._lock:
+            with self._jobs.lock:
                 self._shown = None
                 self._canvas._result = {}
         self._input = batch[0]
@@ -401,44 +413,32 @@ class AttributionView(HeatmapDisplay, W.HBox):
         return self.layer if self.layer is not None else self._auto_layer
 
     def _request(self) -> None:
-        """Show the result for the current traits: from the cache at once, else from a new worker job
-        (any job still running is cancelled first)."""
+        """Show the result for the current traits: from the cache at once, else from a new job (which
+        cancels any job still running)."""
         if self._quiet:
             return
-        layer = self._resolved_layer()
-        key = (self._image_version, self.method, self._resolved_target(), layer, _freeze(self.options))
-        with self._lock:
-            if self._job is not None and self._job.key == key:
+        method, target, layer, options = self.method, self.target, self._resolved_layer(), dict(self.options)
+        key = (self._image_version, method, self._resolved_target(), layer, _freeze(options))
+        with self._jobs.lock:
+            live = self._jobs.live()
+            if live and live[-1].key == key:
                 return
-            self._cancel_job()
-            cached = self._cache.get(key)
+            cached = self._jobs.cached(key)
             if cached is not None:
-                self._cache.move_to_end(key)
-                self._show(*cached)
-                self.set_trait("progress", 1.0)
-                self.set_trait("busy", False)
+                self._jobs.cancel()
+                self._done(cached)
                 return
-            job = _Job(key, self.method, self.target, layer, dict(self.options))
-            self._job = job
             self.set_trait("error", "")
             self.set_trait("progress", 0.0)
             self.set_trait("busy", True)
             self._canvas._notice = ""
-            thread = threading.Thread(target=self._work, args=(job,), name="cnn_widgets-attribution", daemon=True)
-            self._threads = [th for th in self._threads if th.is_alive()] + [thread]
-        thread.start()
-
-    def _cancel_job(self) -> bool:
-        job, self._job = self._job, None
-        if job is None:
-            return False
-        job.cancel.set()
-        return True
+            work = partial(self._compute, self._input, method, target, layer, options)
+            self._jobs.submit(key, work, self._done, partial(self._fail, method), self._progress, replace=True)
 
     def cancel(self) -> None:
         """Stop the computation in progress (if any); the last result stays on screen."""
-        with self._lock:
-            if not self._cancel_job():
+        with self._jobs.lock:
+            if not self._jobs.cancel():
                 return
             self.set_trait("busy", False)
             self.set_trait("progress", 0.0)
@@ -451,81 +451,49 @@ class AttributionView(HeatmapDisplay, W.HBox):
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until no computation of this view is running; ``False`` if ``timeout`` passed first."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._lock:
-            threads = list(self._threads)
-        for thread in threads:
-            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
-        return not any(th.is_alive() for th in threads)
+        return self._jobs.wait(timeout)
 
     @property
     def result(self) -> Attribution | None:
         """The attribution on screen (``None`` before the first one arrives)."""
         return self._shown
 
-    # -- the worker -------------------------------------------------------------------------------
+    # -- the jobs (run in the worker thread; callbacks hold the jobs' lock) ---------------------------
 
-    def _work(self, job: _Job) -> None:
-        with model_lock(self._model):
-            if job.cancel.is_set():
-                return
-            try:
-                result = attribute(
-                    self._model, self._input, job.method, job.target, job.layer,
-                    progress=lambda fraction: self._report(job, fraction), options=job.options,
-                )
-            except Cancelled:
-                return
-            except Exception as err:  # a thread cannot raise to the user: the view shows the message
-                self._fail(job, error_text(err))
-                return
-        payload = self._payload(result)
-        with self._lock:
-            self._cache[job.key] = (result, payload)
-            while len(self._cache) > CACHE_SIZE:
-                self._cache.popitem(last=False)
-            if self._job is not job:
-                return
-            self._job = None
-            self._show(result, payload)
-            self.set_trait("progress", 1.0)
-            self.set_trait("busy", False)
+    def _compute(
+        self, image: torch.Tensor, method: str, target: int | None, layer: str | None, options: dict[str, Any],
+        progress: Progress,
+    ) -> tuple[Attribution, dict[str, Any]]:
+        result = attribute(
+            self._model, image, method, target, layer, output=self._output, logits=self._logits,
+            progress=progress, options=options,
+        )
+        return result, self._payload(result)
 
-    def _report(self, job: _Job, fraction: float) -> None:
-        """``attribute``'s progress callback: stop a cancelled job, publish progress now and then."""
-        if job.cancel.is_set():
-            raise Cancelled()
-        now = time.monotonic()
-        if fraction < 1.0 and now - job.last_report < PROGRESS_INTERVAL:
-            return
-        job.last_report = now
-        with self._lock:
-            if self._job is job:
-                self.set_trait("progress", float(fraction))
+    def _done(self, value: tuple[Attribution, dict[str, Any]]) -> None:
+        self._show(*value)
+        self.set_trait("progress", 1.0)
+        self.set_trait("busy", False)
 
-    def _fail(self, job: _Job, message: str) -> None:
-        with self._lock:
-            if self._job is not job:
-                return
-            self._job = None
-            self.set_trait("error", f"{job.method} failed: {message}")
-            self.set_trait("progress", 0.0)
-            self.set_trait("busy", False)
+    def _fail(self, method: str, err: Exception) -> None:
+        self.set_trait("error", f"{method} failed: {error_text(err)}")
+        self.set_trait("progress", 0.0)
+        self.set_trait("busy", False)
+
+    def _progress(self, fraction: float) -> None:
+        self.set_trait("progress", fraction)
 
     def _payload(self, result: Attribution) -> dict[str, Any]:
         target = int(result.target)
-        # float16 keeps ~3 significant digits but flushes magnitudes below 6e-8 (small gradients) to
-        # zero: the map travels divided by its peak magnitude, and the browser multiplies it back.
-        peak = float(result.map.abs().max()) if result.map.numel() else 0.0
         return {
-            "map": wire.encode((result.map / (peak if peak > 0 else 1.0))[None], "float16"),
-            "peak": peak,
+            "map": wire.encode(result.map[None], "float16"),  # scaled float16: small gradients survive
             "method": result.method,
             "target": target,
             "target_label": self.labels[target],
             "probability": float(self._probs[target]),
             "top_prediction": target == self._top,
             "layer": result.layer,
+            "notes": list(result.notes),
         }
 
     def _show(self, result: Attribution, payload: dict[str, Any]) -> None:

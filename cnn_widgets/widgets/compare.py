@@ -2,16 +2,24 @@
 shared by every panel, one per method, or one per panel — switchable in the browser (captum#1103 asked
 for exactly this).
 
-Every map is computed once, in the kernel, when :func:`compare` is called (each method on all images in
-one batch). All maps travel together as one stacked float16 tensor (:mod:`cnn_widgets.wire`), each panel
-divided by its peak magnitude so small gradients keep their precision; scale, opacity, colormap, sign
-and clipping are then applied in the browser (``js/src/widgets/compare.js``).
+:func:`compare` checks every argument, runs one forward pass for the column labels and returns the
+widget at once, showing the images. Each method then runs on all images in one batch, as a job of
+:mod:`cnn_widgets.widgets.jobs` (one method after another in a worker thread, so the kernel stays free),
+and its row fills in when it is done; ``progress``, ``busy`` and each row's ``status`` follow the work,
+and the browser shows a progress bar and a cancel button. :meth:`Compare.wait` blocks until every row
+is settled: ``grid = compare(...); grid.wait()`` and ``grid.results`` is complete.
+
+A finished row travels once per view as a float16 tensor (:mod:`cnn_widgets.wire`, scaled per panel so
+small gradients keep their precision) in a custom message ``{"type": "row", "row": r, **header}`` with
+the data buffer; a view asks for the rows already done when it renders (``{"type": "fetch"}``). Scale,
+opacity, colormap, sign and clipping are applied in the browser (``js/src/widgets/compare.js``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from functools import partial
+from typing import Any, NamedTuple
 
 import anywidget
 import numpy as np
@@ -20,52 +28,178 @@ import traitlets as t
 from torch import nn
 
 from .. import wire
-from .._checks import check_layer_names, check_model, unknown_name_error
-from ..attribution import METHODS, Attribution, attribute
+from .._checks import check_layer_names, check_model
+from ..attribution import METHODS, Attribution, attribute, check_method, check_options, normalize_targets
+from ..attribution.engine import check_target_range
 from ..images import Image, Stats, prepare
-from ._common import HeatmapDisplay, bundle, check_choice
-from ..capture import model_lock
-from .attribution_view import check_labels, class_probabilities, error_text
+from ..outputs import Output
+from ._common import CheckedFloat, CheckedUnicode, HeatmapDisplay, bundle, check_choice, split_buffers
+from .attribution_view import check_labels, check_scoring, class_probabilities, error_text, label_list
+from .jobs import Jobs, Progress
 
 from ._common import COMPARE_SCALES as SCALES  # one list with the browser
 
+# A row's status: waiting for the worker, computing, finished, failed (``errors`` says why), cancelled.
+STATUSES: tuple[str, ...] = ("queued", "running", "done", "failed", "cancelled")
 
-class Compare(HeatmapDisplay, anywidget.AnyWidget):
-    """The widget :func:`compare` returns. ``scale``: "shared" (one colour range for every panel),
-    "per-method" (one per row; methods differ in units, so this is the fair way to compare images
-    under each method) or "per-panel". ``opacity``, ``colormap``, ``sign`` and ``clip_percentile`` as
-    in :class:`~cnn_widgets.AttributionView`. Read-only: ``methods``, ``targets`` (class index per image),
-    ``errors`` (per method, "" when it worked), ``row_labels``, ``column_labels``; :attr:`results` holds
-    the attributions."""
 
-    _esm = bundle("compare")
+class _Row(NamedTuple):
+    """What one row computes: the method, its layer (only for methods that need one) and options."""
 
-    scale = t.Unicode("shared").tag(sync=True, echo_update=False)
-    opacity = t.Float(0.5).tag(sync=True, echo_update=False)
-    colormap = t.Unicode("inferno").tag(sync=True, echo_update=False)
-    sign = t.Unicode("positive").tag(sync=True, echo_update=False)
-    clip_percentile = t.Float(99.0).tag(sync=True, echo_update=False)
-    methods = t.List(t.Unicode(), read_only=True).tag(sync=True)
-    targets = t.List(t.Int(), read_only=True).tag(sync=True)
-    errors = t.List(t.Unicode(), read_only=True).tag(sync=True)
-    row_labels = t.List(t.Unicode(), read_only=True).tag(sync=True)
-    column_labels = t.List(t.Unicode(), read_only=True).tag(sync=True)
-    _maps = t.Dict().tag(sync=True)
-    _peaks = t.List().tag(sync=True)
-    _images = t.Dict().tag(sync=True)
+    method: str
+    layer: str | None
+    options: dict[str, Any]
 
-    def __init__(self, results: Sequence[Attribution | None], **kwargs: Any) -> None:
-        self._results = list(results)
-        super().__init__(**kwargs)
 
-    @property
-    def results(self) -> list[Attribution | None]:
-        """One :class:`~cnn_widgets.Attribution` per method (batch maps N×H×W), ``None`` where it failed."""
-        return list(self._results)
+class _Display(HeatmapDisplay):
+    """The display traits of :class:`Compare` and their checks; :func:`compare` checks its display
+    arguments with this before anything runs."""
+
+    scale = CheckedUnicode("shared").tag(sync=True, echo_update=False)
+    opacity = CheckedFloat(0.5).tag(sync=True, echo_update=False)
+    colormap = CheckedUnicode("inferno").tag(sync=True, echo_update=False)
+    sign = CheckedUnicode("positive").tag(sync=True, echo_update=False)
+    clip_percentile = CheckedFloat(99.0).tag(sync=True, echo_update=False)
 
     @t.validate("scale")
     def _check_scale(self, proposal: t.Bunch) -> str:
         return check_choice("scale", proposal["value"], SCALES)
+
+
+class Compare(_Display, anywidget.AnyWidget):
+    """The widget :func:`compare` returns. ``scale``: "shared" (one colour range for every panel),
+    "per-method" (one per row; methods differ in units, so this is the fair way to compare images
+    under each method) or "per-panel". ``opacity``, ``colormap``, ``sign`` and ``clip_percentile`` as
+    in :class:`~cnn_widgets.AttributionView`. Read-only: ``methods``, ``targets`` (class index per image),
+    ``status`` (per method, one of :data:`STATUSES`), ``errors`` (per method, "" unless it failed),
+    ``notes`` (per method, the attribution's caveats), ``progress`` (0–1, the whole grid), ``busy``,
+    ``row_labels``, ``column_labels``. :meth:`wait` blocks until the rows are computed, :attr:`results`
+    holds the attributions; :meth:`cancel` stops the rows not done yet and :meth:`run` computes them."""
+
+    _esm = bundle("compare")
+
+    methods = t.List(t.Unicode(), read_only=True).tag(sync=True)
+    targets = t.List(t.Int(), read_only=True).tag(sync=True)
+    status = t.List(t.Unicode(), read_only=True).tag(sync=True)
+    errors = t.List(t.Unicode(), read_only=True).tag(sync=True)
+    notes = t.List(t.List(t.Unicode()), read_only=True).tag(sync=True)
+    progress = t.Float(0.0, read_only=True).tag(sync=True)
+    busy = t.Bool(False, read_only=True).tag(sync=True)
+    row_labels = t.List(t.Unicode(), read_only=True).tag(sync=True)
+    column_labels = t.List(t.Unicode(), read_only=True).tag(sync=True)
+    _images = t.Dict().tag(sync=True)
+
+    def __init__(
+        self, model: nn.Module, batch: torch.Tensor, rows: Sequence[_Row], output: Output, logits: bool,
+        **kwargs: Any,
+    ) -> None:
+        self._model = model
+        self._batch = batch
+        self._rows = list(rows)
+        self._output = output
+        self._logits = logits
+        self._results: list[Attribution | None] = [None] * len(self._rows)
+        self._encoded: list[dict[str, Any] | None] = [None] * len(self._rows)
+        self._jobs = Jobs("cnn_widgets-compare")
+        super().__init__(**kwargs)
+        self.on_msg(self._on_msg)
+
+    @property
+    def results(self) -> list[Attribution | None]:
+        """One :class:`~cnn_widgets.Attribution` per method (batch maps N×H×W), ``None`` where it failed or
+        is not computed yet (see :meth:`wait`)."""
+        return list(self._results)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until no row is being computed; ``False`` if ``timeout`` passed first."""
+        return self._jobs.wait(timeout)
+
+    def cancel(self) -> None:
+        """Stop the computation: rows not done yet become "cancelled" (:meth:`run` computes them)."""
+        with self._jobs.lock:
+            if not self._jobs.cancel():
+                return
+            status = ["cancelled" if s in ("queued", "running") else s for s in self.status]
+            self._publish(status)
+
+    def run(self) -> None:
+        """Compute every row that is neither done, failed nor on its way (all rows at first)."""
+        with self._jobs.lock:
+            coming = {job.key for job in self._jobs.live()}
+            status = list(self.status)
+            for r, state in enumerate(status):
+                if state in ("done", "failed") or r in coming:
+                    continue
+                status[r] = "queued"
+                self._jobs.submit(
+                    r, partial(self._compute, r), partial(self._done, r), partial(self._failed, r),
+                    partial(self._progress, r),
+                )
+            self._publish(status)
+
+    # -- the jobs (run in the worker thread; callbacks hold the jobs' lock) ---------------------------
+
+    def _compute(self, r: int, progress: Progress) -> tuple[Attribution, dict[str, Any]]:
+        row = self._rows[r]
+        result = attribute(
+            self._model, self._batch, row.method, list(self.targets), row.layer, output=self._output,
+            logits=self._logits, progress=progress, options=row.options,
+        )
+        return result, wire.encode(result.map, "float16")
+
+    def _progress(self, r: int, fraction: float) -> None:
+        status = list(self.status)
+        status[r] = "running"
+        self._publish(status, fraction)
+
+    def _done(self, r: int, value: tuple[Attribution, dict[str, Any]]) -> None:
+        self._results[r], self._encoded[r] = value
+        status = list(self.status)
+        status[r] = "done"
+        notes = list(self.notes)
+        notes[r] = list(value[0].notes)
+        with self.hold_sync():
+            self.set_trait("notes", notes)
+            self._publish(status)
+        self._send_row(r)
+
+    def _failed(self, r: int, err: Exception) -> None:
+        status = list(self.status)
+        status[r] = "failed"
+        errors = list(self.errors)
+        errors[r] = f"{self._rows[r].method} failed: {error_text(err)}"
+        with self.hold_sync():
+            self.set_trait("errors", errors)
+            self._publish(status)
+
+    def _publish(self, status: list[str], fraction: float = 0.0) -> None:
+        """Set ``status`` and the ``progress`` and ``busy`` that follow from it (``fraction``: of the
+        running row)."""
+        settled = sum(s in ("done", "failed") for s in status)
+        running = "running" in status
+        with self.hold_sync():
+            self.set_trait("status", status)
+            self.set_trait("progress", (settled + (fraction if running else 0.0)) / max(len(status), 1))
+            self.set_trait("busy", running or "queued" in status)
+
+    # -- the browser -------------------------------------------------------------------------------
+
+    def _send_row(self, r: int) -> None:
+        header, buffers = split_buffers(self._encoded[r])  # type: ignore[arg-type]
+        self.send({"type": "row", "row": r, **header}, buffers)
+
+    def _on_msg(self, widget: Any, content: Any, buffers: Sequence[Any]) -> None:
+        """``{"type": "fetch"}`` (a view rendered: send the rows done), ``"cancel"`` and ``"run"``."""
+        kind = content.get("type") if isinstance(content, dict) else None
+        if kind == "fetch":
+            with self._jobs.lock:
+                for r, encoded in enumerate(self._encoded):
+                    if encoded is not None:
+                        self._send_row(r)
+        elif kind == "cancel":
+            self.cancel()
+        elif kind == "run":
+            self.run()
 
 
 def _image_list(images: Any) -> list[Image]:
@@ -86,35 +220,29 @@ def _method_list(methods: str | Sequence[str]) -> list[str]:
     if not names:
         raise ValueError(f"methods is empty; pass one or more of: {', '.join(METHODS)}")
     for name in names:
-        if not isinstance(name, str):
-            raise TypeError(f"methods must be names (str) from cnn_widgets.METHODS, got {name!r}")
-        if name not in METHODS:
-            err = unknown_name_error("method", name, METHODS)
-            raise ValueError(f"{err}; available methods: {', '.join(METHODS)}")
+        check_method(name)
     return names
 
 
-def _target_list(targets: int | Sequence[int] | None, top: list[int], classes: int) -> list[int]:
-    n = len(top)
-    if targets is None:
-        return list(top)
-    given = [targets] * n if isinstance(targets, (int, np.integer)) else list(targets)
-    if len(given) != n:
-        raise ValueError(f"got {len(given)} targets for {n} images; pass one per image, one int, or None")
-    out = []
-    for value in given:
-        if value is None:
-            out.append(top[len(out)])
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            raise TypeError(f"targets must be class indices (int) or None, got {value!r}")
-        if not 0 <= value < classes:
+def _checked_rows(
+    model: nn.Module, names: list[str], layer: str | None, options: Mapping[str, Any] | None
+) -> list[tuple[str, str | None, dict[str, Any]]]:
+    """(method, layer if it needs one, options) per method, every option checked against the schema."""
+    options = dict(options or {})
+    for key, value in options.items():
+        if key not in names:
+            raise ValueError(f"options given for {key!r}, which is not among the methods {names}")
+        if not isinstance(value, Mapping):
+            raise TypeError(f"options[{key!r}] must be a dict of option values, got {type(value).__name__}")
+        check_options(METHODS[key], value)
+    if layer is not None:
+        check_layer_names(model, [layer])
+        if not any(METHODS[m].needs_layer for m in names):
             raise ValueError(
-                f"target {value} is out of range: the model has {classes} classes (0‥{classes - 1}); "
-                "pass a valid class index, or None for the top prediction"
+                f"layer={layer!r} was given but none of {names} takes a layer; drop it, or add a layer method: "
+                + ", ".join(n for n, m in METHODS.items() if m.needs_layer)
             )
-        out.append(int(value))
-    return out
+    return [(m, layer if METHODS[m].needs_layer else None, dict(options.get(m, {}))) for m in names]
 
 
 def compare(
@@ -133,26 +261,36 @@ def compare(
     colormap: str = "inferno",
     sign: str = "positive",
     clip_percentile: float = 99.0,
+    output: Output = None,
+    scores: str = "auto",
+    logits: bool = False,
 ) -> Compare:
     """Attribute every image with every method and show them as a grid, methods × images.
 
+    Returns at once: the methods run in the background, one after another, and each row fills in when
+    its method is done. Call ``.wait()`` on the result to block until all are (then ``.results`` is
+    complete), ``.cancel()`` to stop.
+
     ``images``: a list of images (any form :mod:`cnn_widgets.images` accepts, all of one size) or a
     4-D batch. ``targets``: one class for all, one per image (``None`` entries: that image's top
-    prediction), or ``None``. ``layer`` is used by the methods that need one. ``options``: per method,
-    e.g. ``{"occlusion": {"strides": 4}}``. A method that fails shows its message in its row; bad
-    arguments raise ``ValueError``/``TypeError`` before anything is computed.
+    prediction; a list, tuple, tensor or array), or ``None``. ``layer`` goes to the methods that need
+    one (default: :func:`cnn_widgets.suggest_target_layer`). ``options``: per method, e.g.
+    ``{"occlusion": {"strides": 4}}``. ``output``, ``scores`` and ``logits`` as for
+    :class:`~cnn_widgets.AttributionView` (``scores`` sets how the column labels' probabilities are
+    read). A method that fails shows its message in its row; bad arguments (display ones included)
+    raise ``ValueError``/``TypeError`` before anything is computed.
     """
     check_model(model)
     names = _method_list(methods)
+    display = {
+        "scale": scale, "opacity": opacity, "colormap": colormap, "sign": sign, "clip_percentile": clip_percentile,
+    }
+    _Display(**display)
+    label_list(labels)
+    output, scores, logits = check_scoring(output, scores, logits)
+    rows = _checked_rows(model, names, layer, options)
     pictures = _image_list(images)
-    options = dict(options or {})
-    for key, value in options.items():
-        if key not in names:
-            raise ValueError(f"options given for {key!r}, which is not among the methods {names}")
-        if not isinstance(value, Mapping):
-            raise TypeError(f"options[{key!r}] must be a dict of option values, got {type(value).__name__}")
-    if layer is not None:
-        check_layer_names(model, [layer])
+    given = normalize_targets(targets, len(pictures))
     prepared = [prepare(img, mean, std, model=model, single=True) for img in pictures]
     sizes = {tuple(b.shape[-2:]) for b, _ in prepared}
     if len(sizes) > 1:
@@ -161,33 +299,15 @@ def compare(
             "size first"
         )
     batch = torch.cat([b for b, _ in prepared])
-    display = np.stack([d for _, d in prepared])
-    probs, _ = class_probabilities(model, batch)
+    pixels = np.stack([d for _, d in prepared])
+    probs, auto_layer = class_probabilities(model, batch, output, scores)
     classes = probs.shape[1]
     names_of_classes = check_labels(labels, classes)
+    check_target_range(given, classes)
     top = [int(i) for i in probs.argmax(dim=1).tolist()]
-    chosen = _target_list(targets, top, classes)
-
-    n, (h, w) = batch.shape[0], batch.shape[-2:]
-    maps = torch.zeros(len(names), n, h, w)
-    results: list[Attribution | None] = []
-    errors: list[str] = []
-    rows: list[str] = []
-    for m, method in enumerate(names):
-        try:
-            with model_lock(model):
-                res = attribute(model, batch, method, chosen, layer, options=options.get(method, {}))
-        except Exception as err:  # one failing method must not hide the others: its row says why
-            results.append(None)
-            errors.append(f"{method} failed: {error_text(err)}")
-            rows.append(method)
-            continue
-        results.append(res)
-        errors.append("")
-        maps[m] = res.map
-        rows.append(f"{method} · {res.layer}" if res.layer else method)
-    peaks = maps.abs().amax(dim=(2, 3))
-    safe = torch.where(peaks > 0, peaks, torch.ones_like(peaks))
+    chosen = [top[i] if c is None else c for i, c in enumerate(given or [None] * len(top))]
+    # layer methods get the suggested layer when none is given, so each row is labelled before it runs
+    plan = [_Row(m, (lay or auto_layer) if METHODS[m].needs_layer else None, opts) for m, lay, opts in rows]
     columns = []
     for i, c in enumerate(chosen):
         text = f"image {i} · {names_of_classes[c]} {float(probs[i, c]):.0%}"
@@ -195,19 +315,15 @@ def compare(
             text += f" (top: {names_of_classes[top[i]]})"
         columns.append(text)
 
-    widget = Compare(results)
-    widget.set_trait("methods", names)
-    widget.set_trait("targets", chosen)
-    widget.set_trait("errors", errors)
-    widget.set_trait("row_labels", rows)
-    widget.set_trait("column_labels", columns)
+    widget = Compare(model, batch, plan, output, logits, **display)
     with widget.hold_sync():
-        widget._images = wire.encode(torch.from_numpy(display), exact=True)
-        widget._peaks = peaks.tolist()
-        widget._maps = wire.encode(maps / safe[:, :, None, None], "float16")
-        widget.scale = scale
-        widget.opacity = opacity
-        widget.colormap = colormap
-        widget.sign = sign
-        widget.clip_percentile = clip_percentile
+        widget.set_trait("methods", names)
+        widget.set_trait("targets", chosen)
+        widget.set_trait("status", ["queued"] * len(plan))
+        widget.set_trait("errors", [""] * len(plan))
+        widget.set_trait("notes", [[] for _ in plan])
+        widget.set_trait("row_labels", [f"{r.method} · {r.layer}" if r.layer else r.method for r in plan])
+        widget.set_trait("column_labels", columns)
+        widget._images = wire.encode(torch.from_numpy(pixels), exact=True)
+    widget.run()
     return widget

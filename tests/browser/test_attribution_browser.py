@@ -1,6 +1,7 @@
 """AttributionView and compare() in a real page (Voila + Chromium): the overlay paints, display controls
-re-composite without the kernel, a prediction bar click reaches Python and repaints, and cancel frees the
-kernel and the model for the next request."""
+re-composite without the kernel, a prediction bar click reaches Python and repaints, cancel frees the
+kernel and the model for the next request, and compare's rows paint as their methods finish, with a
+progress bar, cancel and compute buttons."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from playwright.sync_api import Page, expect
 
 import harness
 from archs import XSS_NAME
+from cnn_widgets import METHODS
 
 pytestmark = pytest.mark.browser
 
@@ -95,7 +97,7 @@ def test_overlay_paints_and_opacity_needs_no_kernel_round_trip(page: Page, open_
     assert_painted(page, canvas)
     expect(page.locator(f"{AV} .cnnw-result-caption")).to_contain_text("grad_cam")
     payload = int(page.inner_text(".probe-payload"))
-    assert payload == 128 * 128 * 2 and counter.bytes > payload, "the float16 map arrived once at load"
+    assert payload == 4 + 128 * 128 * 2 and counter.bytes > payload, "the float16 map arrived once at load"
     before = pixels(page, canvas)
     d = data(page, AV)
     paints, results = int(d["paintCount"]), int(d["resultCount"])
@@ -146,7 +148,8 @@ def test_option_controls_follow_the_schema_and_errors_show_as_text(
     page.select_option(f"{AV} select.cnnw-method", "integrated_gradients")
     steps = page.locator(f'{AV} input.cnnw-option[data-option="n_steps"]')
     expect(steps).to_have_value("50")
-    assert steps.get_attribute("min") == "1" and steps.get_attribute("max") == "2000"
+    schema = {o.name: o for o in METHODS["integrated_gradients"].options}["n_steps"]
+    assert (steps.get_attribute("min"), steps.get_attribute("max")) == (f"{schema.min:g}", f"{schema.max:g}")
     expect(page.locator(f'{AV} select.cnnw-option[data-option="method"]')).to_have_value("gausslegendre")
     expect(page.locator(f"{AV} .cnnw-result-caption")).to_contain_text("integrated_gradients", timeout=15_000)
     results = int(data(page, AV)["resultCount"])
@@ -202,6 +205,7 @@ def test_compare_grid_paints_every_panel_and_switches_scale_in_the_browser(
         'grid = cnn_widgets.compare(Net().eval(), imgs, ["grad_cam", "saliency"], scale="shared")\n'
         'display(W.VBox([grid, mirror(grid, "scale", "scale")]))',
     ], ready=f"{CMP}[data-paint-count]")
+    wait_count(page, CMP, "rowCount", 1)
     panels = page.locator(f"{CMP} canvas.cnnw-overlay")
     expect(panels).to_have_count(6)
     for i in range(6):
@@ -218,3 +222,86 @@ def test_compare_grid_paints_every_panel_and_switches_scale_in_the_browser(
     assert counter.bytes == 0
     assert pixels(page, f"{CMP} canvas.cnnw-overlay >> nth=4") != first
     expect(page.locator(".probe-scale")).to_have_text("per-panel")
+
+
+SLOW_COMPARE = """\
+import time
+
+class SlowNet(Net):
+    \"\"\"Net that takes 0.05 s per forward pass: occlusion below needs ~450 of them.\"\"\"
+    def forward(self, x):
+        time.sleep(0.05)
+        return super().forward(x)
+
+g = torch.Generator().manual_seed(4)
+imgs = [torch.rand(3, 32, 32, generator=g) for _ in range(2)]
+slow = {"occlusion": {"sliding_window_shapes": 3, "strides": 1, "perturbations_per_eval": 2}}
+grid = cnn_widgets.compare(SlowNet().eval(), imgs, ["saliency", "occlusion", "grad_cam"], options=slow)
+display(W.VBox([grid, mirror(grid, "status", "status"), mirror(grid, "busy", "busy")]))
+"""
+
+
+def test_compare_rows_paint_as_they_finish_with_progress_and_cancel(
+    page: Page, open_voila: Callable[..., Page]
+) -> None:
+    open_voila([NET, SLOW_COMPARE], ready=f"{CMP}[data-row-count]")
+    # saliency's row is painted while occlusion computes and grad_cam waits
+    first = page.locator(f'{CMP} canvas.cnnw-overlay[data-row="0"]')
+    expect(first).to_have_count(2)
+    for i in range(2):
+        assert_painted(page, f'{CMP} canvas.cnnw-overlay[data-row="0"]', i)
+    running = page.locator(f'{CMP} .cnnw-row-status[data-row="1"]')
+    expect(running).to_have_attribute("data-status", "running")
+    expect(running).to_contain_text("computing…")
+    expect(page.locator(f'{CMP} .cnnw-row-status[data-row="2"]')).to_have_text("queued")
+    expect(page.locator(f"{CMP} .cnnw-busy")).to_be_visible()
+    page.wait_for_function(
+        "(sel) => document.querySelector(sel).value > 1 / 3", arg=f"{CMP} progress.cnnw-progress", timeout=15_000
+    )
+    expect(page.locator(f"{CMP} .cnnw-busy .cnnw-value")).to_contain_text("1 of 3 methods")
+    assert page.locator(f"{CMP} canvas.cnnw-overlay").count() == 2, "only finished rows have panels"
+
+    page.click(f"{CMP} button.cnnw-cancel")
+    expect(page.locator(".probe-busy")).to_have_text("False")
+    expect(page.locator(".probe-status")).to_have_text("['done', 'cancelled', 'cancelled']")
+    expect(page.locator(f"{CMP} .cnnw-busy")).to_be_hidden()
+    for r in (1, 2):
+        expect(page.locator(f'{CMP} .cnnw-row-status[data-row="{r}"]')).to_have_text("cancelled")
+    # the kernel is free: "compute" starts the cancelled rows again, and cancel stops them again
+    page.click(f"{CMP} button.cnnw-run")
+    expect(page.locator(".probe-busy")).to_have_text("True")
+    expect(page.locator(f'{CMP} .cnnw-row-status[data-row="1"]')).to_contain_text("computing…")
+    expect(page.locator(f"{CMP} button.cnnw-run")).to_be_hidden()
+    page.click(f"{CMP} button.cnnw-cancel")
+    expect(page.locator(".probe-status")).to_have_text("['done', 'cancelled', 'cancelled']")
+    assert_painted(page, f'{CMP} canvas.cnnw-overlay[data-row="0"]', 1)
+
+
+NOTES_COMPARE = """\
+from torch import nn
+
+class GeluNet(nn.Module):
+    \"\"\"No nn.ReLU: guided backprop's row carries a note, as text.\"\"\"
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.act = nn.GELU()
+        self.fc = nn.Linear(8, 5)
+    def forward(self, x):
+        return self.fc(self.act(self.conv(x)).mean((2, 3)))
+
+model = GeluNet().eval()
+grid = cnn_widgets.compare(model, [torch.rand(3, 32, 32)], ["guided_backprop", "saliency"])
+grid.wait()
+display(W.VBox([grid, probe("note", grid.notes[0][0])]))
+"""
+
+
+def test_compare_shows_each_rows_notes_under_its_label(page: Page, open_voila: Callable[..., Page]) -> None:
+    open_voila([NOTES_COMPARE], ready=f"{CMP}[data-row-count]")
+    wait_count(page, CMP, "rowCount", 1)
+    heads = page.locator(f"{CMP} .cnnw-row-head")
+    expect(heads).to_have_count(2)
+    note = page.inner_text(".probe-note")
+    expect(heads.nth(0).locator(".cnnw-notes .cnnw-note")).to_have_text([note])
+    expect(heads.nth(1).locator(".cnnw-notes .cnnw-note")).to_have_count(0)

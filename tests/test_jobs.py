@@ -1,0 +1,245 @@
+"""The widgets' job engine (cnn_widgets.widgets.jobs): jobs run one after another in at most one thread
+that exists only while there is work, a cancelled job stops at its next progress report and never
+reaches the widget, progress is throttled, results are cached (least recently used dropped first), and
+a failing job or callback does not stop the worker."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from cnn_widgets import Cancelled
+from cnn_widgets.widgets import jobs as jobs_module
+from cnn_widgets.widgets.jobs import Jobs
+
+TIMEOUT = 10
+
+
+class Log:
+    """Collects callbacks: ("done", key, value), ("error", key, message), ("progress", key, fraction)."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple] = []
+        self.lock = threading.Lock()
+
+    def done(self, key):
+        return lambda value: self._add(("done", key, value))
+
+    def error(self, key):
+        return lambda err: self._add(("error", key, str(err)))
+
+    def progress(self, key):
+        return lambda fraction: self._add(("progress", key, fraction))
+
+    def _add(self, event: tuple) -> None:
+        with self.lock:
+            self.events.append(event)
+
+    def of(self, kind: str) -> list[tuple]:
+        return [e for e in self.events if e[0] == kind]
+
+
+def gate_job(started: threading.Event, release: threading.Event, steps: int = 1000):
+    """A job that reports progress until ``release`` is set (then finishes), for as long as it is not
+    cancelled; it records the steps it took."""
+    taken: list[int] = []
+
+    def work(progress):
+        started.set()
+        for i in range(steps):
+            progress(i / steps)
+            taken.append(i)
+            if release.wait(0.005):
+                return "released"
+        return "all steps"
+
+    return work, taken
+
+
+def test_jobs_run_in_order_in_one_thread_that_ends_when_idle():
+    log, names = Log(), []
+    jobs = Jobs("test-jobs")
+
+    def workers() -> int:
+        return sum(th.name == "test-jobs" and th.is_alive() for th in threading.enumerate())
+
+    def work(key):
+        def run(progress):
+            progress(0.0)
+            names.append((key, threading.current_thread().name, workers()))
+            return key * 10
+        return run
+
+    for key in range(5):
+        jobs.submit(key, work(key), log.done(key), log.error(key))
+    assert jobs.wait(TIMEOUT)
+    assert [e[1:] for e in log.of("done")] == [(k, 10 * k) for k in range(5)]
+    assert [n[0] for n in names] == list(range(5))
+    assert {n[1] for n in names} == {"test-jobs"}
+    assert all(n[2] == 1 for n in names), "one worker thread, never more"
+    assert jobs._thread is None, "an idle engine holds no thread"
+    for th in threading.enumerate():
+        if th.name == "test-jobs":
+            th.join(TIMEOUT)  # it has left the engine's lock; only the return is left
+    assert workers() == 0
+    # a new job after idling starts a new worker
+    jobs.submit("again", work(7), log.done("again"), log.error("again"))
+    assert jobs.wait(TIMEOUT) and log.of("done")[-1] == ("done", "again", 70)
+
+
+def test_cancel_stops_the_running_job_and_drops_the_queue_without_callbacks():
+    log = Log()
+    jobs = Jobs("test-cancel")
+    started, release = threading.Event(), threading.Event()
+    slow, taken = gate_job(started, release)
+    jobs.submit("slow", slow, log.done("slow"), log.error("slow"), log.progress("slow"))
+    jobs.submit("next", lambda p: "next", log.done("next"), log.error("next"))
+    assert started.wait(TIMEOUT)
+    assert [j.key for j in jobs.live()] == ["slow", "next"]
+    assert jobs.cancel() is True
+    assert jobs.live() == [] and jobs.cancel() is False
+    assert jobs.wait(TIMEOUT)
+    assert len(taken) < 1000, "the job stopped at a progress report"
+    assert log.of("done") == [] and log.of("error") == []
+    # nothing of the cancelled job arrives after cancel() returned
+    n = len(log.events)
+    release.set()
+    assert len(log.events) == n
+
+
+def test_replace_cancels_older_jobs_and_the_newest_runs():
+    log = Log()
+    jobs = Jobs("test-replace")
+    started, release = threading.Event(), threading.Event()
+    slow, taken = gate_job(started, release)
+    jobs.submit("slow", slow, log.done("slow"), log.error("slow"))
+    assert started.wait(TIMEOUT)
+    jobs.submit("queued", lambda p: "queued", log.done("queued"), log.error("queued"))
+    jobs.submit("newest", lambda p: "newest", log.done("newest"), log.error("newest"), replace=True)
+    assert [j.key for j in jobs.live()] == ["newest"]
+    assert jobs.wait(TIMEOUT)
+    assert log.of("done") == [("done", "newest", "newest")]
+    assert len(taken) < 1000
+
+
+def test_errors_go_to_on_error_and_a_failing_callback_does_not_stop_the_worker(caplog):
+    log = Log()
+    jobs = Jobs("test-errors")
+
+    def fails(progress):
+        raise ValueError("bad option")
+
+    def broken_callback(value):
+        raise RuntimeError("bug in a widget")
+
+    jobs.submit("a", fails, log.done("a"), log.error("a"))
+    jobs.submit("b", lambda p: 1, broken_callback, log.error("b"))
+    jobs.submit("c", lambda p: 2, log.done("c"), log.error("c"))
+    assert jobs.wait(TIMEOUT)
+    assert log.of("error") == [("error", "a", "bad option")]
+    assert log.of("done") == [("done", "c", 2)]
+    assert "bug in a widget" in caplog.text
+
+
+def test_cancelled_raised_by_the_work_itself_is_silent():
+    log = Log()
+    jobs = Jobs("test-silent")
+
+    def stops(progress):
+        raise Cancelled()
+
+    jobs.submit("x", stops, log.done("x"), log.error("x"))
+    assert jobs.wait(TIMEOUT) and log.events == []
+
+
+def test_progress_is_throttled_but_the_first_report_of_each_job_passes(monkeypatch):
+    clock = [100.0]
+    monkeypatch.setattr(jobs_module, "monotonic", lambda: clock[0])
+    log = Log()
+    jobs = Jobs("test-throttle", interval=0.1)
+
+    def work(progress):
+        for step in range(10):  # 0.03 s of fake time between reports: every fourth one is passed on
+            progress(step / 10)
+            clock[0] += 0.03
+        return "ok"
+
+    jobs.submit("one", work, log.done("one"), log.error("one"), log.progress("one"))
+    jobs.submit("two", work, log.done("two"), log.error("two"), log.progress("two"))
+    assert jobs.wait(TIMEOUT)
+    reports = [(e[1], round(e[2], 6)) for e in log.of("progress")]
+    # job one: 0.0 at t=0, then 0.4 at t=0.12 (0.1 s passed), 0.8 at t=0.24; job two's first report
+    # passes at once although only 0.03 s passed since job one's last
+    assert reports == [("one", 0.0), ("one", 0.4), ("one", 0.8), ("two", 0.0), ("two", 0.4), ("two", 0.8)]
+
+
+def test_cache_keeps_the_most_recently_used_results():
+    log = Log()
+    jobs = Jobs("test-cache", cache_size=3)
+    for key in "abcd":
+        jobs.submit(key, lambda p, k=key: k.upper(), log.done(key), log.error(key))
+        assert jobs.wait(TIMEOUT)
+        if key == "c":
+            assert jobs.cached("a") == "A"  # a is now the most recently used: b goes first
+    assert [jobs.cached(k) for k in "abcd"] == ["A", None, "C", "D"]
+    assert len(jobs._cache) == 3
+
+
+def test_failed_and_cancelled_jobs_are_not_cached():
+    jobs = Jobs("test-cache-fail", cache_size=4)
+
+    def fails(progress):
+        raise ValueError("no")
+
+    jobs.submit("bad", fails, lambda v: None, lambda e: None)
+    jobs.submit("stop", lambda p: (_ for _ in ()).throw(Cancelled()), lambda v: None, lambda e: None)
+    assert jobs.wait(TIMEOUT)
+    assert jobs.cached("bad") is None and jobs.cached("stop") is None and not jobs._cache
+
+
+def test_wait_times_out_and_refuses_to_wait_for_itself():
+    jobs = Jobs("test-wait")
+    started, release = threading.Event(), threading.Event()
+    slow, _ = gate_job(started, release)
+    jobs.submit("slow", slow, lambda v: None, lambda e: None)
+    assert started.wait(TIMEOUT)
+    assert jobs.wait(0.05) is False
+    release.set()
+    assert jobs.wait(TIMEOUT) is True
+
+    seen: list[str] = []
+
+    def waits_in_callback(value):
+        try:
+            jobs.wait(1)
+        except RuntimeError as err:
+            seen.append(str(err))
+
+    jobs.submit("self", lambda p: 1, waits_in_callback, lambda e: None)
+    assert jobs.wait(TIMEOUT)
+    assert seen and "forever" in seen[0]
+
+
+@pytest.mark.parametrize("cancel_from_callback", [False, True])
+def test_callbacks_hold_the_lock_so_cancel_is_atomic(cancel_from_callback):
+    """A widget that cancels inside a progress callback (same thread, re-entrant lock) stops the job."""
+    log = Log()
+    jobs = Jobs("test-reentrant", interval=0.0)
+
+    def on_progress(fraction):
+        log.progress("x")(fraction)
+        if cancel_from_callback and fraction >= 0.5:
+            jobs.cancel()
+
+    def work(progress):
+        for i in range(10):
+            progress(i / 10)
+        return "finished"
+
+    jobs.submit("x", work, log.done("x"), log.error("x"), on_progress)
+    assert jobs.wait(TIMEOUT)
+    if cancel_from_callback:
+        assert log.of("done") == [] and log.of("progress")[-1][2] == 0.5
+    else:
+        assert log.of("done") == [("done", "x", "finished")]
