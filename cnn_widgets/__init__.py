@@ -6,6 +6,7 @@ through one codec (:mod:`cnn_widgets.wire`) and are coloured and painted client-
 
 from .attribution import METHODS, Attribution, Cancelled, attribute
 from .capture import ActivationCapture, capture_activations, model_lock
+from .dataset import Importance, ScanResult, channel_importance, scan
 from .featurevis import visualize_feature
 from .images import ImageFileError, ImageFileNotFoundError
 from .layers import LayerInfo, conv_layers, layer_table, suggest_target_layer
@@ -27,12 +28,15 @@ __all__ = [
     "Curve",
     "ConvExplainer",
     "FilterGrid",
+    "Importance",
     "ImageFileError",
     "ImageFileNotFoundError",
     "LayerInfo",
     "ModelSummary",
+    "ScanResult",
     "attribute",
     "capture_activations",
+    "channel_importance",
     "compare",
     "conv_layers",
     "deletion_auc",
@@ -42,6 +46,7 @@ __all__ = [
     "model_lock",
     "pointing_game",
     "randomization_test",
+    "scan",
     "suggest_target_layer",
     "visualize_feature",
 ]
