@@ -125,16 +125,29 @@ def _nan_weights() -> nn.Module:
     return model
 
 
+def _disturbed() -> nn.Module:
+    """A model with a state worth restoring: gradients on some parameters, frozen ones, mixed modes."""
+    model = _seeded(Plain).eval()
+    model.conv1.weight.grad = torch.full_like(model.conv1.weight, 0.5)
+    model.fc.bias.grad = torch.ones_like(model.fc.bias)
+    model.conv2.weight.requires_grad_(False)
+    model.bn.train()
+    return model
+
+
 def _sequential(*layers: Callable[[], nn.Module]) -> Callable[[], nn.Module]:
     """A builder of a fresh, seeded ``nn.Sequential`` of the layers the factories make."""
     return lambda: _seeded(lambda: nn.Sequential(*(make() for make in layers))).eval()
 
 
+Refusal = tuple[type[Exception], str]
+
+
 @dataclass(frozen=True)
 class Kind:
     """A model kind: how to build it, the ``output=`` that selects its scores, its layers, the smallest
-    image side it runs on, and ``refuses(entry)``: a pattern the error must match when it cannot work
-    for an entry point (``capture``, ``layer_table``, ``suggest`` or a method name), else ``None``."""
+    image side it runs on, and ``refuses(entry)``: the error type and message pattern when it cannot
+    work for an entry point (``capture``, ``layer_table``, ``suggest`` or a method name), else ``None``."""
 
     name: str
     build: Callable[[], nn.Module]
@@ -143,7 +156,7 @@ class Kind:
     flat: tuple[str, ...] = ("flat", "fc", "")
     unused: str | None = "unused"
     min_side: int = 1
-    refuses: Callable[[str], str | None] = field(default=lambda entry: None)
+    refuses: Callable[[str], Refusal | None] = field(default=lambda entry: None)
 
     def __repr__(self) -> str:
         return self.name
@@ -170,9 +183,9 @@ def _script(train: bool, trace: bool) -> Callable[[], nn.Module]:
     return build
 
 
-def _hooks_needed(entry: str) -> str | None:
+def _hooks_needed(entry: str) -> Refusal | None:
     if entry in ("capture", "layer_table", "suggest") or entry in HOOKED:
-        return r"TorchScript.*eager"
+        return TypeError, r"TorchScript.*eager"
     return None
 
 
@@ -180,12 +193,15 @@ SEQ_SPATIAL = ("0", "1", "2", "3")
 KINDS = [
     Kind("plain", lambda: _seeded(Plain).eval()),
     Kind("plain_train", lambda: _seeded(Plain).train()),
+    Kind("disturbed", _disturbed),
     Kind("tuple", lambda: _seeded(TupleOut).eval(), output=1),
     Kind("dict", lambda: _seeded(DictOut).eval(), output="logits"),
     Kind("softmax", lambda: _seeded(SoftmaxHead).eval(), flat=("flat", "fc", "softmax", ""),
-         refuses=lambda entry: r"cam needs a model that ends in global average pooling" if entry == "cam" else None),
-    Kind("prelu_silu", _sequential(lambda: nn.Conv2d(3, 4, 3, padding=1), nn.PReLU, lambda: nn.Conv2d(4, 6, 3, padding=1),
-                                   nn.SiLU, lambda: nn.AdaptiveAvgPool2d(1), nn.Flatten, lambda: nn.Linear(6, CLASSES)),
+         refuses=lambda entry: (ValueError, r"cam needs a model that ends in global average pooling")
+         if entry == "cam" else None),
+    Kind("prelu_silu", _sequential(lambda: nn.Conv2d(3, 4, 3, padding=1), nn.PReLU,
+                                   lambda: nn.Conv2d(4, 6, 3, padding=1), nn.SiLU, lambda: nn.AdaptiveAvgPool2d(1),
+                                   nn.Flatten, lambda: nn.Linear(6, CLASSES)),
          spatial=SEQ_SPATIAL, flat=("5", "6", ""), unused=None),
     Kind("script_eval", _script(False, False), refuses=_hooks_needed),
     Kind("script_train", _script(True, False), refuses=_hooks_needed),
@@ -193,19 +209,19 @@ KINDS = [
     Kind("trace_train", _script(True, True), refuses=_hooks_needed),
     Kind("half", lambda: _seeded(Plain).eval().half()),
     Kind("double", lambda: _seeded(Plain).eval().double()),
-    Kind("meta", lambda: Plain().to("meta"), refuses=lambda entry: r"meta device"),
+    Kind("meta", lambda: Plain().to("meta"), refuses=lambda entry: (TypeError, r"meta device")),
     Kind("lock", lambda: _seeded(WithLock).eval(),
-         refuses=lambda entry: r"cannot be deep-copied" if entry in COPYING else None),
+         refuses=lambda entry: (TypeError, r"cannot be deep-copied") if entry in COPYING else None),
     Kind("nan_weights", _nan_weights,
-         refuses=lambda entry: None if entry in ("capture", "layer_table", "suggest") else r"not finite"),
+         refuses=lambda entry: None if entry in ("capture", "layer_table", "suggest") else (ValueError, r"not finite")),
     Kind("conv1d", _sequential(lambda: nn.Conv1d(3, 4, 3, padding=1), nn.ReLU, lambda: nn.AdaptiveAvgPool1d(1),
                                nn.Flatten, lambda: nn.Linear(4, CLASSES)),
-         spatial=(), flat=("4", ""), unused=None, refuses=lambda entry: r"Conv1d.*image"),
+         spatial=(), flat=("4", ""), unused=None, refuses=lambda entry: (ValueError, r"Conv1d.*image")),
     Kind("conv3d", _sequential(lambda: nn.Conv3d(3, 4, 3, padding=1), nn.ReLU, lambda: nn.AdaptiveAvgPool3d(1),
                                nn.Flatten, lambda: nn.Linear(4, CLASSES)),
-         spatial=(), flat=("4", ""), unused=None, refuses=lambda entry: r"Conv3d.*image"),
+         spatial=(), flat=("4", ""), unused=None, refuses=lambda entry: (ValueError, r"Conv3d.*image")),
     Kind("integer_output", lambda: _seeded(IntegerOut).eval(),
-         refuses=lambda entry: None if entry in ("capture", "layer_table") else r"integers"),
+         refuses=lambda entry: None if entry in ("capture", "layer_table") else (ValueError, r"integers")),
     Kind("reflect", _sequential(lambda: nn.Conv2d(3, 4, 5, padding=2, padding_mode="reflect"), nn.ReLU,
                                 lambda: nn.Conv2d(4, 6, 3, padding=1, padding_mode="reflect"), nn.ReLU,
                                 lambda: nn.AdaptiveAvgPool2d(1), nn.Flatten, lambda: nn.Linear(6, CLASSES)),
@@ -230,13 +246,13 @@ _GENERIC = re.compile(r"failed on an input of shape|failed: \w+(Error|Exception)
 _RAW = re.compile(r"invalid combination of arguments|^Expected |size of tensor a|must match the size", re.M)
 
 
-def check_error(err: BaseException, suspects: dict[str, tuple[str, ...]], must: str | None) -> None:
+def check_error(err: BaseException, suspects: dict[str, tuple[str, ...]], must: Refusal | None) -> None:
     """``err`` is a ValueError/TypeError of cnn_widgets that names one of the ``suspects`` (argument →
-    words that name it), or matches ``must`` (the model kind's refusal)."""
+    words that name it), or is ``must`` (the model kind's refusal)."""
     message = str(err)
     where = f"{type(err).__name__}: {message}"
     assert raised_here(err), f"raised outside cnn_widgets: {where}"
-    if must is not None and re.search(must, message, re.S):
+    if must is not None and isinstance(err, must[0]) and re.search(must[1], message, re.S):
         return
     if _GENERIC.search(message):
         # the wrapper for a failing forward pass names the input shape: only a bad image may cause it
@@ -266,7 +282,7 @@ def assert_released(model: nn.Module) -> None:
 
 def outcome(
     untouched: Any, model: nn.Module, call: Callable[[], Any], suspects: dict[str, tuple[str, ...]],
-    must: str | None, *, may_cancel: bool = False,
+    must: Refusal | None, *, may_cancel: bool = False,
 ) -> Any:
     """Run ``call``; return its result, or ``None`` when it raised an acceptable error. Either way the
     model must be untouched and released."""
@@ -279,7 +295,7 @@ def outcome(
         except (ValueError, TypeError) as err:
             check_error(err, suspects, must)
         else:
-            assert must is None, f"expected an error matching {must!r}, but the call worked"
+            assert must is None, f"expected {must[0].__name__} matching {must[1]!r}, but the call worked"
     assert_released(model)
     return result
 
@@ -344,7 +360,7 @@ def odd_image(draw: st.DrawFn, kind: Kind, files: pathlib.Path) -> Arg:
     """Anything that might be passed as an image: odd shapes, dtypes, ranges, PIL modes, paths."""
     h, w = draw(st.integers(1, 7)), draw(st.integers(1, 7))
     form = draw(st.sampled_from([
-        "tensor", "tensor", "numpy", "pil", "path", "nan", "inf", "object",
+        "tensor", "tensor", "numpy", "pil", "path", "nan", "inf", "object", "layout",
     ]))
     if form == "tensor":
         shape = draw(st.sampled_from([(h,), (h, w), (1, h, w), (3, h, w), (4, h, w), (5, h, w), (2, 3, h, w),
@@ -377,6 +393,12 @@ def odd_image(draw: st.DrawFn, kind: Kind, files: pathlib.Path) -> Arg:
             path = files / "grey.png"
             PILImage.fromarray(np.full((h, w), 128, np.uint8), "L").save(path)
         return Arg(draw(st.sampled_from([str(path), path])), suspect=True)
+    if form == "layout":
+        x = _pixels(draw, (3, h, w))
+        return Arg(draw(st.sampled_from([
+            x.requires_grad_(True), x.transpose(1, 2), x[None].to(memory_format=torch.channels_last), x[:, ::2],
+            x.expand(2, 3, h, w), torch.tensor(0.5), x.to("meta"),
+        ])), suspect=True)
     if form in ("nan", "inf"):
         x = _pixels(draw, (3, h, w))
         x[0, 0, 0] = math.nan if form == "nan" else math.inf
@@ -611,9 +633,24 @@ def test_attribute(method: str, data: st.DataObject, untouched: Any, files: path
             output=output.value, logits=logits.value, progress=progress.value, options=options.value, **keywords,
         )
 
-    result = outcome(untouched, model, call, suspects, kind.refuses(method), may_cancel=progress.suspect)
+    must = kind.refuses(method)
+    if kind.name == "softmax" and logits.value is True:
+        must = None  # logits=True bypasses the softmax: the head is GAP + linear again
+    result = outcome(untouched, model, call, suspects, must, may_cancel=progress.suspect)
     if result is not None:
         check_attribution(result, image.value, method)
+
+
+@given(method=st.one_of(st.sampled_from([*ALL_METHODS, "gradcam", "Saliency", "", "ig", "grad_cam "]),
+                        st.text(max_size=12), st.sampled_from([None, 3, b"saliency", ["saliency"], METHODS])))
+def test_method_names(method: Any, untouched: Any) -> None:
+    model = KIND["plain"].make()
+    known = isinstance(method, str) and method in METHODS
+    suspects = {} if known else {"method": ("method",)}
+    result = outcome(untouched, model, lambda: attribute(model, pixels((3, 6, 6)), method, target=0,
+                                                         **(tiny_options(method) if known else {})), suspects, None)
+    if known:
+        check_attribution(result, pixels((3, 6, 6)), method)
 
 
 # --------------------------------------------------------------------------------- capture and layers
@@ -740,7 +777,7 @@ def expect(untouched: Any, kind: Kind, entry: str, call: Callable[[nn.Module], A
         if must is None:
             result = call(model)
         else:
-            with pytest.raises((ValueError, TypeError), match=must) as info:
+            with pytest.raises(must[0], match=must[1]) as info:
                 call(model)
             assert raised_here(info.value)
             result = None
