@@ -9,68 +9,171 @@ from __future__ import annotations
 
 import threading
 import weakref
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.autograd.graph import GradientEdge, get_gradient_edge
-from torch.overrides import TorchFunctionMode
 
 from ._checks import call_forward, check_layer_names, check_layers_arg, check_model, model_input
 from .images import Stats
 
-_INPLACE_DUNDERS = frozenset(
-    f"__i{op}__" for op in ("add", "sub", "mul", "truediv", "floordiv", "mod", "pow", "and", "or", "xor",
-                            "lshift", "rshift", "matmul")
-) | {"__setitem__"}
+POOL_LIMIT = 256 * 2**20
+"""Process-wide cap on idle activation buffers kept for reuse across captures: 256 MiB. Buffers the
+caller still holds do not count; beyond the cap the least recently returned sizes are freed."""
+
+Layout = tuple[torch.dtype, torch.Size, tuple[int, ...]]
+"""``(dtype, shape, strides)`` of a dense tensor: what a buffer is lent as."""
+
+_NUMPY_DTYPES = {
+    torch.float16: np.float16, torch.float32: np.float32, torch.float64: np.float64,
+    torch.complex64: np.complex64, torch.complex128: np.complex128, torch.bool: np.bool_, torch.uint8: np.uint8,
+    torch.int8: np.int8, torch.int16: np.int16, torch.int32: np.int32, torch.int64: np.int64,
+}
 
 
-def _is_inplace(func: Any, kwargs: dict[str, Any]) -> bool:
-    name = getattr(func, "__name__", "")
-    return (
-        (name.endswith("_") and not name.startswith("__"))
-        or name in _INPLACE_DUNDERS
-        or kwargs.get("inplace") is True
-        or "out" in kwargs
-    )
+class _BufferPool:
+    """CPU buffers for recorded activations, reused across captures so that a long-running kernel
+    copies each activation into warm pages instead of having the OS fault in fresh ones every run.
+
+    A buffer returns to the pool when the last tensor using its memory (views included) is gone: the
+    copy's storage holds a numpy view of the buffer, and a weak reference to that view says when it
+    died. Until then the buffer is the caller's alone, so a later capture never writes into memory
+    someone still holds. The pool keeps at most ``limit`` bytes of idle buffers, dropping the least
+    recently returned sizes first; buffers in use are not the pool's and do not count. Thread-safe:
+    buffers come back in whichever thread (or garbage collection) drops the last tensor, so returns are
+    queued without blocking and filed by the next thread to hold the lock."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.allocated = 0  # buffers ever allocated: what reuse saves
+        self._idle: OrderedDict[int, list[np.ndarray]] = OrderedDict()
+        self._idle_bytes = 0
+        self._leases: dict[int, tuple[weakref.ref, np.ndarray]] = {}
+        self._returned: deque[np.ndarray] = deque()
+        self._lock = threading.Lock()
+
+    @property
+    def idle_bytes(self) -> int:
+        """Bytes of buffers waiting in the pool for reuse."""
+        self._settle()
+        return self._idle_bytes
+
+    def copy(self, value: torch.Tensor) -> torch.Tensor:
+        """A CPU copy of ``value`` in a pooled buffer: same dtype, shape and channels-last strides;
+        other strides become contiguous."""
+        nbytes = value.nbytes
+        block = self._take(nbytes)
+        if block is None:
+            with self._lock:
+                self.allocated += 1
+            block = torch.empty(nbytes, dtype=torch.uint8).numpy()  # torch's allocator: 64-byte aligned
+        stride = value.stride() if _channels_last(value) else None
+        return self._lend(block, value.dtype, value.shape, stride).copy_(value)
+
+    def prepare(self, layouts: Iterable[Layout]) -> dict[Layout, list[torch.Tensor]]:
+        """Idle buffers lent ahead as tensors of these layouts (as many as are idle), so that a forward
+        pass about to produce them only has to copy. Dropping an unused one returns its buffer."""
+        ready: dict[Layout, list[torch.Tensor]] = {}
+        for layout in layouts:
+            dtype, shape, stride = layout
+            block = self._take(shape.numel() * dtype.itemsize)
+            if block is not None:
+                ready.setdefault(layout, []).append(self._lend(block, dtype, shape, stride))
+        return ready
+
+    def _take(self, nbytes: int) -> np.ndarray | None:
+        """An idle buffer of exactly ``nbytes``, now out of the pool, or ``None``."""
+        with self._lock:
+            self._take_returned()
+            idle = self._idle.get(nbytes)
+            block = idle.pop() if idle else None
+            if block is not None:
+                self._idle_bytes -= nbytes
+                if not idle:
+                    del self._idle[nbytes]
+        if self._returned:
+            self._settle()
+        return block
+
+    def _lend(
+        self, block: np.ndarray, dtype: torch.dtype, shape: torch.Size, stride: tuple[int, ...] | None
+    ) -> torch.Tensor:
+        """A tensor on ``block``'s memory (contiguous unless dense ``stride`` is given) whose storage
+        holds a fresh numpy view of it; when that view dies, the buffer comes back."""
+        np_dtype = _NUMPY_DTYPES.get(dtype)
+        lease = block.view(np.uint8 if np_dtype is None else np_dtype)  # a new view: the pool keeps `block`
+        if np_dtype is not None and stride is None:
+            lease = lease.reshape(shape)  # shaped in numpy: cheaper than torch views inside a forward
+        ref = weakref.ref(lease, self._give_back)
+        self._leases[id(ref)] = (ref, block)
+        out = torch.from_numpy(lease)
+        if np_dtype is None:
+            out = out.view(dtype)
+        if stride is not None:
+            return out.as_strided(shape, stride)  # bounds-checked against the buffer by torch
+        return out if np_dtype is not None else out.view(shape)
+
+    def _give_back(self, ref: weakref.ref) -> None:
+        """Weak-reference callback: the last tensor on a buffer is gone."""
+        self._returned.append(self._leases.pop(id(ref))[1])
+        self._settle()
+
+    def _settle(self) -> None:
+        """File queued returns if the lock is free; every holder settles after releasing it, so nothing
+        stays queued."""
+        while self._returned and self._lock.acquire(blocking=False):
+            try:
+                self._take_returned()
+            finally:
+                self._lock.release()
+
+    def _take_returned(self) -> None:
+        """With the lock held: file queued returns, then drop the oldest sizes beyond the limit."""
+        while self._returned:
+            block = self._returned.popleft()
+            self._idle.setdefault(block.nbytes, []).append(block)
+            self._idle.move_to_end(block.nbytes)
+            self._idle_bytes += block.nbytes
+        while self._idle_bytes > self.limit:
+            nbytes, blocks = next(iter(self._idle.items()))
+            blocks.pop()
+            self._idle_bytes -= nbytes
+            if not blocks:
+                del self._idle[nbytes]
 
 
-class _CopyBeforeWrite(TorchFunctionMode):
-    """Copies a recorded activation just before an in-place op would overwrite it.
+_POOL = _BufferPool(POOL_LIMIT)
 
-    Recording references instead of copies keeps capture close to a plain forward's cost; this mode
-    catches ``ReLU(inplace=True)``, ``out += identity``, ``x[...] = v`` and ``out=`` writes."""
 
-    def __init__(self, capture: "ActivationCapture") -> None:
-        super().__init__()
-        self.capture = capture
+def _channels_last(t: torch.Tensor) -> bool:
+    """Dense channels-last (4-D or 5-D) but not plain contiguous: the one stride order worth keeping."""
+    if t.is_contiguous():
+        return False
+    formats = {4: torch.channels_last, 5: torch.channels_last_3d}
+    return t.dim() in formats and t.is_contiguous(memory_format=formats[t.dim()])
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if self.capture._watch and _is_inplace(func, kwargs):
-            target = kwargs.get("out", args[0] if args else kwargs.get("input"))
-            for t in target if isinstance(target, (tuple, list)) else (target,):
-                if isinstance(t, torch.Tensor):
-                    self.capture._copy_out(t)
-        return func(*args, **kwargs)
+
+# per model, the layouts its last capture copied into: the next capture lends buffers ahead in these
+_LAYOUTS: "weakref.WeakKeyDictionary[nn.Module, list[Layout]]" = weakref.WeakKeyDictionary()
+_LAYOUTS_GUARD = threading.Lock()
+
+
+def _last_layouts(model: nn.Module) -> list[Layout]:
+    """The layouts of the copies made by the last capture of ``model`` (what the next one will likely
+    need)."""
+    with _LAYOUTS_GUARD:
+        return _LAYOUTS.get(model, [])
 
 
 def _leaf_names(model: nn.Module) -> list[str]:
     return [n for n, m in model.named_modules() if n and not any(True for _ in m.children())] or (
         [""] if not any(True for _ in model.children()) else []
     )
-
-
-def _storage_users(t: torch.Tensor) -> int:
-    """How many tensors (and storage handles) reference ``t``'s memory; a large number when the
-    private counter this reads is unavailable, so callers fall back to copying."""
-    counter = getattr(torch._C, "_storage_Use_Count", None)
-    if counter is None:
-        return 1 << 30
-    storage = t.untyped_storage()
-    return int(counter(storage._cdata)) - 1  # minus the `storage` handle made just here
 
 
 _LOCKS: "weakref.WeakKeyDictionary[nn.Module, threading.RLock]" = weakref.WeakKeyDictionary()
@@ -202,8 +305,10 @@ class ActivationCapture:
 
     ``layers=None`` records every leaf module whose output is a tensor. Keys of :attr:`activations` are
     qualified names from ``model.named_modules()`` in execution order; a module called twice in one
-    forward gives ``name`` and ``name#1``. Values are detached CPU copies (copies, because a later
-    in-place op such as ``ReLU(inplace=True)`` or ``out += identity`` would otherwise change them).
+    forward gives ``name`` and ``name#1``. Values are detached CPU copies taken the moment each module
+    returns (a later in-place op such as ``ReLU(inplace=True)`` or ``out += identity`` cannot change
+    them), each in its own memory, shared with nothing. The copies live in buffers reused across
+    captures (see :data:`POOL_LIMIT`): a buffer is reused only once every tensor on its memory is gone.
 
     With ``gradients=True`` the gradient flowing into each recorded output is stored in
     :attr:`gradients` under the same key when the caller runs a backward pass inside the context, and
@@ -243,8 +348,8 @@ class ActivationCapture:
         self._session: Any = None
         self._ran = False
         self._skipped: dict[str, str] = {}
-        self._watch: dict[int, list[str]] = {}
-        self._mode: _CopyBeforeWrite | None = None
+        self._ready: dict[Layout, list[torch.Tensor]] = {}
+        self._layouts: list[Layout] = []
 
     def run(self, image: Any) -> Any:
         """Inside the context: one forward pass on ``image`` (any form :mod:`cnn_widgets.images`
@@ -258,23 +363,21 @@ class ActivationCapture:
         with torch.set_grad_enabled(self.want_gradients and torch.is_grad_enabled()):
             return call_forward(self.model, batch)
 
-    def _make_private(self) -> None:
-        """On exit, copy every recorded activation that shares memory with anything else — another
-        recorded activation (a view module such as Flatten), the input, the returned output, the autograd
-        graph — so a later in-place write anywhere cannot change it. Storages only we hold stay as they
-        are: that is most of them, and why capture costs little more than a forward pass."""
-        for keys in self._watch.values():
-            first = self.activations[keys[0]]
-            outside = _storage_users(first) - len(keys)
-            for i, key in enumerate(keys):
-                if outside > 0 or i > 0:
-                    self.activations[key] = self.activations[key].clone()
-        self._watch.clear()
-
-    def _copy_out(self, t: torch.Tensor) -> None:
-        """Replace recorded activations sharing ``t``'s storage by private copies."""
-        for key in self._watch.pop(t.untyped_storage().data_ptr(), ()):
-            self.activations[key] = self.activations[key].clone()
+    def _copy(self, value: torch.Tensor) -> torch.Tensor:
+        """A CPU copy of ``value`` sharing memory with nothing: into a buffer lent at entry when one of
+        its layout is ready (inside the forward pass only the copy is left to do), else from the pool;
+        quantized, sparse, nested and empty tensors are cloned."""
+        if value.layout != torch.strided or value.is_quantized or value.is_nested or value.numel() == 0:
+            return value.to("cpu", copy=True)
+        layout = (value.dtype, value.shape, value.stride())
+        ready = self._ready.get(layout)
+        if ready:
+            out = ready.pop().copy_(value)
+        else:
+            out = _POOL.copy(value)
+            layout = (out.dtype, out.shape, out.stride())
+        self._layouts.append(layout)
+        return out
 
     def _mark_ran(self, module: nn.Module, args: Any, output: Any) -> None:
         self._ran = True
@@ -289,12 +392,8 @@ class ActivationCapture:
             while key in self.activations:
                 key = f"{name}#{k}"
                 k += 1
-            value = output.detach()
-            if value.device.type == "cpu":
-                self._watch.setdefault(value.untyped_storage().data_ptr(), []).append(key)
-            else:
-                value = value.to("cpu")
-            self.activations[key] = value
+            # copied now, before any later op can write to the output in place
+            self.activations[key] = self._copy(output.detach() if output.requires_grad else output)
             if self.want_gradients:
                 self.outputs[key] = output
                 if output.requires_grad:
@@ -317,34 +416,31 @@ class ActivationCapture:
         self.gradients.clear()
         self.outputs.clear()
         self.grad_edges.clear()
-        self._watch.clear()
         self._skipped.clear()
         self._ran = False
+        self._layouts = []
         modules = dict(self.model.named_modules())
         try:
+            self._ready = _POOL.prepare(_last_layouts(self.model))
             self._handles.append(self.model.register_forward_hook(self._mark_ran))
             for name in self.layers:
                 self._handles.append(modules[name].register_forward_hook(self._hook_for(name)))
-            self._mode = _CopyBeforeWrite(self)
-            self._mode.__enter__()
         except BaseException as err:
             self._close(type(err), err, err.__traceback__)
             raise
         return self
 
     def _close(self, exc_type: Any = None, exc: Any = None, tb: Any = None) -> None:
-        try:
-            if self._mode is not None:
-                self._mode.__exit__(None, None, None)
-                self._mode = None
-            self._make_private()
-        finally:
-            for h in self._handles:
-                h.remove()
-            self._handles.clear()
-            session, self._session = self._session, None
-            if session is not None:
-                session.__exit__(exc_type, exc, tb)
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+        self._ready = {}  # buffers lent but not used go back to the pool
+        if self._layouts:
+            with _LAYOUTS_GUARD:
+                _LAYOUTS[self.model] = self._layouts
+        session, self._session = self._session, None
+        if session is not None:
+            session.__exit__(exc_type, exc, tb)
 
     def __exit__(self, exc_type, exc, tb) -> None:
         self._close(exc_type, exc, tb)

@@ -1,11 +1,13 @@
 """Capture guarantees on every test architecture: names and order, exact values (in-place writes
-included), no hooks left behind, the model's state untouched; image forms, bad input and layer_table."""
+included), no hooks left behind, the model's state untouched; image forms, bad input and layer_table;
+the buffer pool behind the copies (reuse, no aliasing of what the caller holds, limit, threads)."""
 
 from __future__ import annotations
 
 import copy
 import math
 import pathlib
+import threading
 from typing import Any
 
 import numpy as np
@@ -15,7 +17,9 @@ from PIL import Image
 from torch import nn
 
 import archs
+import cnn_widgets.capture as capture_module
 from cnn_widgets import ActivationCapture, capture_activations, layer_table
+from cnn_widgets.capture import _BufferPool
 from cnn_widgets.images import to_batch
 from cnn_widgets.zoo.resnet import resnet18_like
 
@@ -648,3 +652,213 @@ def test_layer_table_handles_dict_outputs_and_shared_modules() -> None:
     rows = {r.name: r for r in layer_table(model, x)}
     assert rows["act"].calls == 3 and rows["shared"].calls == 2
     assert rows["shared"].output_shape == (1, 8, 32, 32)
+
+
+# ------------------------------------------------------------------------------------------ buffer pool
+@pytest.fixture
+def pool(monkeypatch: pytest.MonkeyPatch) -> _BufferPool:
+    """A fresh pool (the default limit) in place of the process-wide one, so counts start at zero."""
+    fresh = _BufferPool(capture_module.POOL_LIMIT)
+    monkeypatch.setattr(capture_module, "_POOL", fresh)
+    return fresh
+
+
+def storages(acts: Any) -> set[int]:
+    return {a.untyped_storage().data_ptr() for a in acts}
+
+
+def test_pool_reuses_buffers_once_the_caller_lets_go(pool: _BufferPool) -> None:
+    model, x = archs.build("resnet18_like")
+    want = reference(model, x)
+    first = run(model, x)
+    n = len(first)
+    assert pool.allocated == n and pool.idle_bytes == 0
+    memory = storages(first.values())
+    assert len(memory) == n
+    del first
+    assert pool.idle_bytes == sum(a.nbytes for a in want.values())
+    second = run(model, x)
+    assert pool.allocated == n, "a second capture after the first was dropped must allocate nothing"
+    assert storages(second.values()) == memory
+    assert pool.idle_bytes == 0
+    for key in want:
+        assert torch.equal(second[key], want[key]), key
+
+
+def test_buffers_lent_at_entry_are_used_by_the_forward_or_given_back(pool: _BufferPool) -> None:
+    """A capture lends idle buffers ahead in the layouts the model's last capture produced, so the
+    forward pass only copies; whatever it does not use goes back on exit, also after an error."""
+    model, x = archs.build("resnet18_like")
+    want = reference(model, x)
+    total = sum(a.nbytes for a in want.values())
+    run(model, x)
+    assert pool.idle_bytes == total
+    with ActivationCapture(model) as cap, torch.no_grad():
+        assert sum(len(ready) for ready in cap._ready.values()) == len(want)
+        assert pool.idle_bytes == 0
+        model(x)
+        assert not any(cap._ready.values()), "every buffer lent ahead was used"
+    assert pool.allocated == len(want)
+    for key in want:
+        assert torch.equal(cap.activations[key], want[key]), key
+    del cap
+    assert pool.idle_bytes == total
+    with ActivationCapture(model, ["layer1.0.conv1"]) as one, torch.no_grad():
+        model(x)
+    assert torch.equal(one.activations["layer1.0.conv1"], want["layer1.0.conv1"])
+    assert pool.idle_bytes == total - want["layer1.0.conv1"].nbytes
+    del one
+    run(model, x)  # the model's last layouts are all of them again
+    with pytest.raises(ZeroDivisionError), ActivationCapture(model):
+        assert pool.idle_bytes == 0
+        1 / 0
+    assert pool.idle_bytes == total and pool.allocated == len(want)
+
+
+def test_a_capture_never_writes_into_memory_the_caller_still_holds(pool: _BufferPool) -> None:
+    """Held tensors, views outliving their tensor and numpy arrays all keep their buffer out of the pool."""
+    model, x = archs.build("resnet18_like")
+    other = torch.rand(x.shape, generator=torch.Generator().manual_seed(11))
+    want, want_other = reference(model, x), reference(model, other)
+    first = run(model, x)
+    n = len(first)
+    view = first.pop("layer1.0.conv1")[0, :3]  # the tensor is gone, its view is not
+    array = first.pop("conv1").numpy()
+    second = run(model, other)
+    assert pool.allocated == 2 * n, "every buffer of the first capture is still in use"
+    assert not storages([*first.values(), view]) & storages(second.values())
+    third = run(model, other)  # the pool is empty, so this allocates again
+    assert pool.allocated == 3 * n
+    del second
+    fourth = run(model, x)  # reuses exactly the second capture's buffers
+    assert pool.allocated == 3 * n
+    assert not storages([*first.values(), view, *third.values()]) & storages(fourth.values())
+    assert torch.equal(view, want["layer1.0.conv1"][0, :3])
+    assert np.array_equal(array, want["conv1"].numpy())
+    for key in want:
+        assert torch.equal(fourth[key], want[key]), key
+        assert torch.equal(third[key], want_other[key]), key
+        if key in first:
+            assert torch.equal(first[key], want[key]), key
+    assert not torch.equal(want["layer1.0.conv1"], want_other["layer1.0.conv1"]), "inputs must differ"
+
+
+def test_pool_keeps_at_most_its_limit_dropping_the_oldest_sizes_first() -> None:
+    pool = _BufferPool(limit=10_000)
+    big = pool.copy(torch.rand(5_000))  # 20 kB: more than the whole limit
+    a, b = pool.copy(torch.rand(1_000)), pool.copy(torch.rand(1_000))  # 4 kB each
+    c = pool.copy(torch.rand(500))  # 2 kB
+    assert pool.allocated == 4
+    del big
+    assert pool.idle_bytes == 0, "a buffer larger than the limit is freed, not kept"
+    del a, b, c
+    assert pool.idle_bytes == 10_000
+    d = pool.copy(torch.rand(250))  # 1 kB, new
+    del d  # 11 kB idle: one of the 4 kB buffers (the oldest size) goes
+    assert pool.idle_bytes == 7_000
+    e, f = pool.copy(torch.rand(1_000)), pool.copy(torch.rand(1_000))
+    assert pool.allocated == 6, "one 4 kB buffer was left to reuse, the second one is new"
+    g, h = pool.copy(torch.rand(500)), pool.copy(torch.rand(250))
+    assert pool.allocated == 6 and pool.idle_bytes == 0
+    del g, h, e
+    assert pool.idle_bytes == 7_000
+    del f  # 11 kB idle: now the 2 kB size is the oldest
+    assert pool.idle_bytes == 9_000 and not pool._leases
+
+
+def test_capture_through_a_small_pool_holds_nothing_beyond_its_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    small = _BufferPool(limit=100_000)
+    monkeypatch.setattr(capture_module, "_POOL", small)
+    model, x = archs.build("resnet18_like")
+    want = reference(model, x)
+    assert sum(a.nbytes for a in want.values()) > 10 * small.limit
+    for _ in range(3):
+        got = run(model, x)
+        for key in want:
+            assert torch.equal(got[key], want[key]), key
+        del got
+        assert 0 < small.idle_bytes <= small.limit
+    assert not small._leases
+
+
+@pytest.mark.parametrize(
+    "dtype",
+    [torch.float16, torch.bfloat16, torch.float64, torch.int64, torch.uint8, torch.bool, torch.complex64],
+    ids=str,
+)
+def test_pool_copies_every_dtype_and_layout_exactly(dtype: torch.dtype) -> None:
+    pool = _BufferPool(limit=1 << 20)
+    base = torch.randn(2, 3, 4, 5, generator=torch.Generator().manual_seed(0)) * 50
+    value = torch.complex(base, -base).to(dtype) if dtype.is_complex else base.to(dtype)
+    for v in (value, value.to(memory_format=torch.channels_last), value.transpose(1, 3)):
+        c = pool.copy(v)
+        assert c.dtype == v.dtype and c.shape == v.shape and torch.equal(c, v)
+        channels_last = v.is_contiguous(memory_format=torch.channels_last) and not v.is_contiguous()
+        assert c.stride() == (v.stride() if channels_last else v.contiguous().stride())
+        assert c.untyped_storage().data_ptr() != v.untyped_storage().data_ptr()
+        del c
+    assert pool.allocated == 1 and pool.idle_bytes == value.nbytes and not pool._leases
+
+
+def test_channels_last_model_keeps_channels_last_activations(pool: _BufferPool) -> None:
+    model, x = archs.build("resnet18_like")
+    model = model.to(memory_format=torch.channels_last)
+    x = x.to(memory_format=torch.channels_last)
+    want = reference(model, x)
+    got = run(model, x)
+    assert got["layer1.0.conv1"].is_contiguous(memory_format=torch.channels_last)
+    assert not got["layer1.0.conv1"].is_contiguous()
+    for key in want:
+        assert torch.equal(got[key], want[key]), key
+        if want[key].dim() == 4:
+            cl = want[key].is_contiguous(memory_format=torch.channels_last)
+            assert got[key].is_contiguous(memory_format=torch.channels_last) == cl, key
+
+
+def test_buffer_dropped_while_the_pool_is_busy_is_filed_later() -> None:
+    """A tensor can die inside the pool's own critical section (garbage collection, another thread):
+    the return is queued instead of waiting for the lock, so nothing deadlocks."""
+    pool = _BufferPool(limit=1 << 20)
+    t = pool.copy(torch.rand(100))
+    with pool._lock:
+        del t
+        assert len(pool._returned) == 1
+    assert pool.idle_bytes == 400 and not pool._returned
+
+
+def test_concurrent_captures_share_the_pool_safely(pool: _BufferPool) -> None:
+    """Three threads (two on one model, one on another) capture and drop in turn; every result is exact
+    and no two results still held share memory."""
+    resnet, x = archs.build("resnet18_like")
+    plain, y = archs.build("plain")
+    other = torch.rand(x.shape, generator=torch.Generator().manual_seed(5))
+    jobs = [(resnet, x), (resnet, other), (plain, y)]
+    wants = [reference(m, inp) for m, inp in jobs]
+    held: list[list[dict[str, torch.Tensor]]] = [[] for _ in jobs]
+    errors: list[BaseException] = []
+    start = threading.Barrier(len(jobs))
+
+    def work(i: int) -> None:
+        try:
+            start.wait()
+            for round_ in range(6):
+                got = run(*jobs[i])
+                assert all(torch.equal(got[k], wants[i][k]) for k in wants[i]), (i, round_)
+                held[i].append(got)
+                if round_ % 2:
+                    held[i].pop(0)  # let an older capture go while the others keep theirs
+        except BaseException as err:  # reported below, in the test's thread
+            errors.append(err)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(jobs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    everything = [a for results in held for got in results for a in got.values()]
+    assert len(storages(everything)) == len(everything)
+    for i, results in enumerate(held):
+        for got in results:
+            assert all(torch.equal(got[k], wants[i][k]) for k in wants[i])
+    assert pool.allocated < sum(6 * len(w) for w in wants), "dropped buffers must have been reused"
