@@ -1,4 +1,5 @@
-"""Driving Voila, JupyterLab and Chromium from tests and benchmarks (see DESIGN.md §4 for the flags).
+"""Driving Voila, JupyterLab and Chromium from tests and benchmarks (the flags and why: the README,
+"Facts about the stack").
 
 Servers run in their own process group with output to a log file; :class:`Server` stops them with SIGINT
 (which makes Jupyter shut its kernels down) and kills whatever of the group is left, so nothing leaks when

@@ -1,6 +1,6 @@
 // AttributionView canvas: the input image with the attribution map over it, the method picker and
 // the option controls built from the method's schema, progress and cancel while the kernel works.
-// The signed map arrives once per result (float16, divided by its peak); opacity, colormap, sign and
+// The signed map arrives once per result (scaled float16); opacity, colormap, sign and
 // percentile clipping re-composite it here without asking the kernel.
 
 import { decode, decodeImage } from "../codec.js";
@@ -176,7 +176,7 @@ function renderView(model, el) {
     if (image) fitCanvas(canvas, image.h, image.w, DISPLAY_SIDE);
   }
 
-  /** Decode the latest result: float16 map times its peak, in the method's own units. */
+  /** Decode the latest result: the map in the method's own units. */
   function loadResult() {
     const r = model.get("_result");
     textLines(notes, r?.map ? r.notes : [], "cnnw-note");
@@ -186,9 +186,7 @@ function renderView(model, el) {
     }
     const t = decode(r.map);
     const values = /** @type {Float32Array} */ (t.data);
-    const peak = Number(r.peak) || 1;
-    for (let i = 0; i < values.length; i++) values[i] *= peak;
-    const [, hh, ww] = t.shape; // (1, H, W): one slice, so one min/max in the header
+    const [, hh, ww] = t.shape; // (1, H, W)
     result = { values, h: hh, w: ww, meta: r, sorted: new Map() };
     root.dataset.resultCount = String(Number(root.dataset.resultCount ?? 0) + 1);
   }
