@@ -19,17 +19,17 @@ import torch.nn.modules.module as module_globals
 from hypothesis import HealthCheck, settings
 from torch import nn
 
-_QUIET = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
+_QUIET = [HealthCheck.too_slow, HealthCheck.data_too_large]  # models are built and run inside examples
 settings.register_profile(
     "default", max_examples=12, deadline=None, derandomize=True, database=None, print_blob=True,
     suppress_health_check=_QUIET,
 )
-# a CI environment variable would otherwise switch hypothesis to its "ci" profile (100 examples)
-settings.register_profile("ci", settings.get_profile("default"))
 settings.register_profile(
     "fuzz", max_examples=1500, deadline=None, derandomize=False, print_blob=True, suppress_health_check=_QUIET
 )
-settings.load_profile("default")  # --hypothesis-profile=... is applied after this, at pytest_configure
+# loaded explicitly, so a CI environment variable does not switch hypothesis to its "ci" profile (100
+# examples); --hypothesis-profile=fuzz is applied after this, at pytest_configure
+settings.load_profile("default")
 
 
 def hook_census(model: nn.Module) -> dict[str, int]:

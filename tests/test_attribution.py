@@ -537,7 +537,7 @@ def test_deeplift_unshares_reused_nonlinearities_or_refuses_clearly(untouched):
         ("integrated_gradients", {"n_steps": 2.5}, "expected an int"),
         ("integrated_gradients", {"method": "simpson"}, "one of 'gausslegendre'"),
         ("smoothgrad", {"stdevs": -1.0}, ">= 0"),
-        ("occlusion", {"sliding_window_shapes": 99}, "does not fit the input"),
+        ("occlusion", {"sliding_window_shapes": 99}, "does not fit the image"),
         ("score_cam", {"batch_size": True}, "expected an int"),
         ("grad_cam", {"relu_attributions": "yes"}, "True or False"),
         (

@@ -965,3 +965,18 @@ def test_a_conv1d_or_conv3d_model_is_refused_before_any_forward_pass(kind: str, 
             with pytest.raises(ValueError, match=rf"{kind.capitalize()} '0'.*\(N, C, H, W\)"):
                 attribute(model, torch.rand(3, 8, 8), method, target=0)
     assert calls == [0]
+
+
+def test_kernel_shap_with_one_feature_gives_its_exact_shapley_value(untouched: Any) -> None:
+    """One feature (a patch as large as the image): Captum's sampler has no coalition size to draw; the
+    Shapley value of a single player is the score drop when it is removed, as feature ablation gives."""
+    model = KIND["plain"].make()
+    x = pixels((3, 6, 6))
+    with untouched(model):
+        shap = attribute(model, x, "kernel_shap", target=1, patch_size=6, n_samples=3)
+    ablation = attribute(model, x, "feature_ablation", target=1, patch_size=6)
+    assert torch.equal(shap.map, ablation.map) and bool((shap.map != 0).any())
+    with torch.no_grad():
+        drop = model(x[None])[0, 1] - model(torch.zeros(1, 3, 6, 6))[0, 1]
+    torch.testing.assert_close(shap.map, torch.full((6, 6), float(drop)))
+    assert any("one feature" in note for note in shap.notes)

@@ -365,8 +365,8 @@ def _occlusion(run: Run) -> tuple[torch.Tensor, torch.Tensor]:
         window = (dims[0], window, window)
     if len(window) != len(dims) or any(w > d for w, d in zip(window, dims)):
         raise ValueError(
-            f"sliding_window_shapes={window} does not fit the input (C, H, W) = {dims}; give an int side or a "
-            "(C, h, w) tuple no larger than the input"
+            f"sliding_window_shapes={window} does not fit the image, which reaches the model as (C, H, W) = "
+            f"{dims}; give an int side or a (C, h, w) tuple no larger than the image, or use a larger image"
         )
     o["sliding_window_shapes"] = window
     strides = o["strides"]
@@ -424,8 +424,16 @@ def _feature_ablation(run: Run) -> tuple[torch.Tensor, torch.Tensor]:
 def _surrogate_method(kernel_shap: bool) -> Callable[[Run], tuple[torch.Tensor, torch.Tensor]]:
     def run_method(run: Run) -> tuple[torch.Tensor, torch.Tensor]:
         o = run.opts
-        mask, _ = feature_mask(run)
+        mask, features = feature_mask(run)
         t = run.captum_target()
+        if kernel_shap and features == 1:
+            # Captum's sampler draws coalition sizes 1‥M-1, none for one feature; its Shapley value is exact:
+            # the score drop when it is removed
+            run.notes.append("one feature (the whole image): its Shapley value is the score drop when it is removed")
+            run.progress.expect(2 * run.n)
+            with run.forward(run.model) as f:
+                raw = FeatureAblation(f).attribute(run.x, baselines=float_baseline(run), target=t, feature_mask=mask)
+            return raw, raw
         run.progress.expect(run.n * o["n_samples"])
         with run.forward(run.model) as f:
             if kernel_shap:

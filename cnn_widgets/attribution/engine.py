@@ -242,9 +242,9 @@ def float_baseline(run: Run, samples: bool = False) -> Any:
     target = (b.shape[0] if b.ndim == 4 else 1, *x.shape[1:]) if samples else tuple(x.shape)
     if not _broadcasts(b.shape, target):
         raise ValueError(
-            f"option baselines of shape {tuple(b.shape)} does not fit the model input of shape {tuple(x.shape)} "
-            "(N, C, H, W): give a number, or a tensor broadcastable to it such as (C, 1, 1) (one value per "
-            "channel) or (C, H, W) (one reference image)"
+            f"option baselines of shape {tuple(b.shape)} does not fit the image batch, which reaches the model "
+            f"as (N, C, H, W) = {tuple(x.shape)}: give a number, or a tensor broadcastable to it such as "
+            "(C, 1, 1) (one value per channel) or (C, H, W) (one reference image)"
         )
     return b.to(device=x.device, dtype=x.dtype).expand(target).contiguous()
 
@@ -262,8 +262,8 @@ def feature_mask(run: Run) -> tuple[torch.Tensor, int]:
         image = (1, *run.x.shape[1:])
         if not _broadcasts(mask.shape, image):
             raise ValueError(
-                f"option feature_mask of shape {tuple(mask.shape)} does not fit one image of the input "
-                f"{tuple(run.x.shape)} (N, C, H, W): give one feature id per pixel, shaped (H, W), "
+                f"option feature_mask of shape {tuple(mask.shape)} does not fit the image, which reaches the "
+                f"model as (N, C, H, W) = {tuple(run.x.shape)}: give one feature id per pixel, shaped (H, W), "
                 "(1, 1, H, W) or (1, C, H, W)"
             )
         mask = mask.reshape((1,) * (4 - mask.ndim) + tuple(mask.shape))
