@@ -138,3 +138,14 @@ class Untouched:
 def untouched() -> Untouched:
     """The strict "model untouched" check (see :class:`Untouched`)."""
     return Untouched()
+
+
+@pytest.fixture(scope="module")
+def single_thread() -> Iterator[None]:
+    """One intra-op thread for a test module (``pytestmark = pytest.mark.usefixtures("single_thread")``):
+    its models are small, and with two threads a busy second core (another process) makes every op wait
+    for it, tens of times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

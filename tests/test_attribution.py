@@ -42,14 +42,7 @@ REQUIRED = {
     "eigen_cam",
 }  # fmt: skip
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """One intra-op thread: these models are small, and with two threads a busy second core (another
-    process) makes every op wait for it, tens of times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 # --- models ------------------------------------------------------------------------------------------

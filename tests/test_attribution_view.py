@@ -25,13 +25,7 @@ HOOK_DICTS = (
 )  # fmt: skip
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """One intra-op thread: the models are tiny and a second, busy core only slows them down."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 class TinyCNN(nn.Module):

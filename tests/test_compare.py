@@ -21,13 +21,7 @@ from test_attribution_view import BoxesAndProbs, GeluNet, SoftmaxHead, image, ti
 TIMEOUT = 60
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """One intra-op thread: the models are tiny and a second, busy core only slows them down."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture

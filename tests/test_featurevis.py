@@ -23,13 +23,7 @@ CHANNELS = range(64) if ALL_CHANNELS else range(0, 64, 8)
 FAST = {"steps": 64, "lr": 0.2}  # enough for a ≥ 10× margin on ShapesNet in a fraction of the default time
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """One intra-op thread: the models are small and a busy second core slows every op down."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")
