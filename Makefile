@@ -57,6 +57,10 @@ demo: .stamp-venv js lab-quiet
 	exec .venv/bin/jupyter lab $(ROOT_FLAG) --ServerApp.root_dir=.demo --port=$$port --ServerApp.port_retries=0 \
 	  --IdentityProvider.token=$$token .demo/quickstart.ipynb
 
+test: install
+	cd js && node --test test/
+	$(PY) -m pytest -q tests
+
 # property-based tests at full strength (the default profile keeps them quick inside `make test`)
 fuzz: .stamp-venv js
 	$(PY) -m pytest -q tests/test_fuzz.py --hypothesis-profile=fuzz
