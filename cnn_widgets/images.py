@@ -140,19 +140,35 @@ def _in_channels(conv: nn.Module) -> int | None:
     return None if groups is None else int(weight.shape[1]) * groups
 
 
-def _traced_groups(conv: Any) -> int | None:
-    """The ``groups`` constant of a torch.jit.trace'd conv, read from its graph (traced modules keep no
-    attributes but parameters)."""
-    slot = {"aten::_convolution": 8, "aten::conv1d": 6, "aten::conv2d": 6, "aten::conv3d": 6}
+def traced_conv_args(conv: Any) -> dict[str, Any] | None:
+    """``stride``, ``padding``, ``dilation`` and ``groups`` of a ``torch.jit.trace``'d conv, read from the
+    constants of its graph (traced modules keep no attributes but parameters); ``None`` when unknown."""
+    slots = {  # argument positions after (input, weight, bias)
+        "aten::_convolution": {"stride": 3, "padding": 4, "dilation": 5, "groups": 8},
+        "aten::conv1d": {"stride": 3, "padding": 4, "dilation": 5, "groups": 6},
+        "aten::conv2d": {"stride": 3, "padding": 4, "dilation": 5, "groups": 6},
+        "aten::conv3d": {"stride": 3, "padding": 4, "dilation": 5, "groups": 6},
+    }
     try:
         for node in conv.graph.nodes():
-            if node.kind() in slot:
-                value = list(node.inputs())[slot[node.kind()]]
-                if value.node().kind() == "prim::Constant":
-                    return int(value.toIValue())
-    except (AttributeError, IndexError, RuntimeError):
+            if node.kind() in slots:
+                inputs = list(node.inputs())
+                args = {}
+                for name, i in slots[node.kind()].items():
+                    producer = inputs[i].node()
+                    if producer.kind() == "prim::Constant":
+                        args[name] = producer.output().toIValue()
+                    elif producer.kind() == "prim::ListConstruct":
+                        args[name] = [int(v.node().output().toIValue()) for v in producer.inputs()]
+                return args if "groups" in args else None
+    except (AttributeError, IndexError, RuntimeError, TypeError):
         return None
     return None
+
+
+def _traced_groups(conv: Any) -> int | None:
+    args = traced_conv_args(conv)
+    return None if args is None else int(args["groups"])
 
 
 class _RunOrderTracer(fx.Tracer):

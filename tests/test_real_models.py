@@ -338,3 +338,34 @@ def test_torchscript_models_in_train_mode_are_restored() -> None:
         after = model.state_dict()
         assert all(torch.equal(before[k], after[k]) for k in before), "BatchNorm statistics changed"
         assert model.training
+
+
+# ------------------------------------------------------------------------------------- widget arguments
+def test_widget_traits_of_the_wrong_type_are_value_errors_naming_the_trait() -> None:
+    from cnn_widgets import ConvExplainer, ModelSummary
+
+    model, x = plain_cnn(), image(16, 16)
+    browser, grid = ActivationBrowser(model, x), FilterGrid(model)
+    summary, explainer = ModelSummary(model, x), ConvExplainer(model, x)
+    cases = [(browser, "channel", "x"), (browser, "scale", 3), (browser, "opacity", "a"), (grid, "input_channel", "a"),
+             (grid, "colormap", 5), (grid, "scale", "nope"), (summary, "selected", 3), (explainer, "position", "a"),
+             (explainer, "channel", 1.5)]
+    for widget, trait, value in cases:
+        with pytest.raises(ValueError, match=trait):
+            setattr(widget, trait, value)
+
+
+def test_activation_browser_takes_a_channel_at_construction() -> None:
+    browser = ActivationBrowser(plain_cnn(), image(16, 16), channel=3)
+    assert browser.channel == 3 and browser.layer == "0"
+    with pytest.raises(ValueError, match="channel 9 is out of range"):
+        ActivationBrowser(plain_cnn(), image(16, 16), channel=9)
+
+
+@pytest.mark.parametrize("kind", ["trace", "script"])
+def test_filter_grid_on_torchscript_reads_the_conv_geometry(kind: str) -> None:
+    eager = _seeded(nn.Sequential(nn.Conv2d(4, 4, 3, stride=2, padding=1, dilation=2, groups=4), nn.ReLU()))
+    model = torch.jit.trace(eager, torch.rand(1, 4, 9, 9)) if kind == "trace" else torch.jit.script(eager)
+    info = FilterGrid(model)._weights["info"]
+    assert info == {"in_channels": 4, "out_channels": 4, "kernel_size": [3, 3], "stride": [2, 2],
+                    "padding": [1, 1], "dilation": [2, 2], "groups": 4}

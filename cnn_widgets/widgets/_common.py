@@ -110,6 +110,14 @@ class CheckedDict(_TypeErrorIsValueError, t.Dict):
     """``traitlets.Dict`` whose type errors are :class:`WidgetValueError`."""
 
 
+class CheckedEnum(_TypeErrorIsValueError, t.Enum):
+    """``traitlets.Enum`` whose errors (a value not among the choices) are :class:`WidgetValueError`."""
+
+
+class CheckedTuple(_TypeErrorIsValueError, t.Tuple):
+    """``traitlets.Tuple`` whose type errors are :class:`WidgetValueError`."""
+
+
 def check_colormap(name: Any) -> str:
     """Return ``name`` if the browser has this colormap, else raise with the nearest names."""
     if not isinstance(name, str):

@@ -40,7 +40,8 @@ from .._checks import call_forward, check_layers_arg, check_model, model_input, 
 from ..capture import ActivationCapture, capture_activations, model_session
 from ..images import Image, Stats, prepare
 from ._common import (
-    WidgetValueError, bundle, check_colormap, check_index, check_name, check_opacity, split_buffers,
+    CheckedEnum, CheckedFloat, CheckedInt, CheckedUnicode, WidgetValueError, bundle, check_colormap,
+    check_index, check_name, check_opacity, split_buffers,
 )
 
 from ._common import ACTIVATION_SCALES as SCALES  # one list with the browser
@@ -189,14 +190,14 @@ class ActivationBrowser(anywidget.AnyWidget):
 
     _esm = bundle("activation_browser")
 
-    layer = t.Unicode("").tag(sync=True)
+    layer = CheckedUnicode("").tag(sync=True)
     layers = t.List(t.Unicode(), read_only=True).tag(sync=True)
-    channel = t.Int(-1).tag(sync=True)
-    scale = t.Enum(SCALES, default_value="channel").tag(sync=True)
-    sort = t.Enum(SORTS, default_value="index").tag(sync=True)
-    colormap = t.Unicode("viridis").tag(sync=True)
-    opacity = t.Float(0.6).tag(sync=True)
-    budget_mb = t.Float(32.0).tag(sync=True)
+    channel = CheckedInt(-1).tag(sync=True)
+    scale = CheckedEnum(SCALES, default_value="channel").tag(sync=True)
+    sort = CheckedEnum(SORTS, default_value="index").tag(sync=True)
+    colormap = CheckedUnicode("viridis").tag(sync=True)
+    opacity = CheckedFloat(0.6).tag(sync=True)
+    budget_mb = CheckedFloat(32.0).tag(sync=True)
     _meta = t.Dict().tag(sync=True)
     _data = t.Dict().tag(sync=True)
     _mode = t.Enum(("eager", "lazy"), default_value="eager").tag(sync=True)
@@ -211,6 +212,7 @@ class ActivationBrowser(anywidget.AnyWidget):
         std: Stats = None,
         *,
         layer: str | None = None,
+        channel: int = -1,
         scale: str = "channel",
         sort: str = "index",
         colormap: str = "viridis",
@@ -233,6 +235,7 @@ class ActivationBrowser(anywidget.AnyWidget):
             self.opacity = opacity
             self.budget_mb = budget_mb
             self.set_image(image, mean, std, layer=layer)
+            self.channel = channel  # checked against the shown layer, which exists only now
 
     def set_image(
         self, image: Image, mean: Stats = None, std: Stats = None, *, layer: str | None = None

@@ -30,7 +30,7 @@ from .. import wire
 from .._checks import check_model, model_input
 from ..images import Image, Stats, to_batch
 from ..layers import conv_layers
-from ._common import WidgetValueError, bundle, check_name
+from ._common import CheckedInt, CheckedTuple, CheckedUnicode, WidgetValueError, bundle, check_name
 from .model_summary import Call, Trace, trace_calls
 
 # The steps worked out after the conv, in the order they may follow it (each one optional).
@@ -244,11 +244,11 @@ class ConvExplainer(anywidget.AnyWidget):
 
     _esm = bundle("conv_explainer")
 
-    layer = t.Unicode("").tag(sync=True)
+    layer = CheckedUnicode("").tag(sync=True)
     layers = t.List(t.Unicode(), read_only=True).tag(sync=True)
-    channel = t.Int(0).tag(sync=True)
-    position = t.Tuple(t.Int(), t.Int(), default_value=(0, 0)).tag(sync=True)
-    input_channel = t.Int(0).tag(sync=True)
+    channel = CheckedInt(0).tag(sync=True)
+    position = CheckedTuple(t.Int(), t.Int(), default_value=(0, 0)).tag(sync=True)
+    input_channel = CheckedInt(0).tag(sync=True)
     _maps = t.Dict().tag(sync=True)
     _explain = t.Dict().tag(sync=True)
 

@@ -15,8 +15,11 @@ from torch import nn
 
 from .. import wire
 from .._checks import check_model
+from ..images import traced_conv_args
 from ..layers import conv_layers
-from ._common import WidgetValueError, bundle, check_colormap, check_index, check_name
+from ._common import (
+    CheckedEnum, CheckedInt, CheckedUnicode, WidgetValueError, bundle, check_colormap, check_index, check_name,
+)
 
 from ._common import FILTER_NORMALIZE as NORMALIZE  # one list with the browser
 
@@ -34,13 +37,13 @@ class FilterGrid(anywidget.AnyWidget):
 
     _esm = bundle("filter_grid")
 
-    layer = t.Unicode("").tag(sync=True)
+    layer = CheckedUnicode("").tag(sync=True)
     layers = t.List(t.Unicode(), read_only=True).tag(sync=True)
-    input_channel = t.Int(-1).tag(sync=True)
-    scale = t.Enum(NORMALIZE, default_value="filter").tag(sync=True)
-    normalize = t.Enum(NORMALIZE, default_value="filter", help="old name of scale (the same value)")
-    selected = t.Int(-1).tag(sync=True)
-    colormap = t.Unicode("RdBu_r").tag(sync=True)
+    input_channel = CheckedInt(-1).tag(sync=True)
+    scale = CheckedEnum(NORMALIZE, default_value="filter").tag(sync=True)
+    normalize = CheckedEnum(NORMALIZE, default_value="filter", help="old name of scale (the same value)")
+    selected = CheckedInt(-1).tag(sync=True)
+    colormap = CheckedUnicode("RdBu_r").tag(sync=True)
     _weights = t.Dict().tag(sync=True)
 
     def __init__(
@@ -113,14 +116,22 @@ class FilterGrid(anywidget.AnyWidget):
 
 
 def _conv_info(conv: nn.Conv2d) -> dict[str, Any]:
-    """What the caption shows about a conv: sizes, stride, padding, dilation, groups."""
-    padding = conv.padding if isinstance(conv.padding, str) else list(conv.padding)
+    """What the caption shows about a conv: sizes, stride, padding, dilation, groups. A traced conv
+    keeps only its weight, so the rest comes from its graph (1 where even that is unknown)."""
+    out_channels, per_group, *kernel = conv.weight.shape
+    traced = {} if hasattr(conv, "groups") else (traced_conv_args(conv) or {})
+
+    def arg(name: str, default: Any) -> Any:
+        value = getattr(conv, name, traced.get(name, default))
+        return [int(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+    groups = int(arg("groups", 1))
     return {
-        "in_channels": conv.in_channels,
-        "out_channels": conv.out_channels,
-        "kernel_size": list(conv.kernel_size),
-        "stride": list(conv.stride),
-        "padding": padding,
-        "dilation": list(conv.dilation),
-        "groups": conv.groups,
+        "in_channels": int(getattr(conv, "in_channels", per_group * groups)),
+        "out_channels": int(out_channels),
+        "kernel_size": [int(k) for k in kernel],
+        "stride": arg("stride", [1] * len(kernel)),
+        "padding": arg("padding", [0] * len(kernel)),
+        "dilation": arg("dilation", [1] * len(kernel)),
+        "groups": groups,
     }

@@ -31,7 +31,7 @@ from .._checks import call_forward, check_model, model_input
 from ..capture import model_session
 from ..images import Image, Stats, to_batch
 from ..layers import LayerInfo, layer_table
-from ._common import bundle, check_name
+from ._common import CheckedUnicode, bundle, check_name
 
 INPUT = -1  # the producer index of the model's input
 _INPLACE_DUNDERS = frozenset(
@@ -266,7 +266,7 @@ class ModelSummary(anywidget.AnyWidget):
 
     _esm = bundle("model_summary")
 
-    selected = t.Unicode(None, allow_none=True).tag(sync=True)
+    selected = CheckedUnicode(None, allow_none=True).tag(sync=True)
     _summary = t.Dict().tag(sync=True)
 
     def __init__(
