@@ -141,6 +141,7 @@ class _AttributionCanvas(anywidget.AnyWidget):
     _methods = t.List().tag(sync=True)
     _layers = t.List().tag(sync=True)
     _auto_layer = t.Unicode("").tag(sync=True)
+    _predictions = t.List().tag(sync=True)
     _image = t.Dict().tag(sync=True)
     _result = t.Dict().tag(sync=True)
     _notice = t.Unicode("").tag(sync=True)
@@ -275,6 +276,7 @@ class AttributionView(HeatmapDisplay, W.HBox):
         with self._canvas.hold_sync():
             self._canvas._auto_layer = auto_layer or ""
             self._canvas._layers = list(dict.fromkeys(choices))
+            self._canvas._predictions = list(self.predictions)  # the class picker, as the bars list them
             self._canvas._image = wire.encode(torch.from_numpy(display), exact=True)
         self._update_chart()
 

@@ -71,7 +71,8 @@ CELLS: list[tuple[str, str]] = [
 av = cnn_widgets.AttributionView(model, images[0], labels=labels)
 av.add_class("kb-av")
 display(W.VBox([av] + [mirror(av, t, "av-" + t) for t in
-                       ("method", "layer", "options", "sign", "colormap", "opacity", "clip_percentile")]))"""),
+                       ("method", "target", "layer", "options", "sign", "colormap", "opacity",
+                        "clip_percentile")]))"""),
     ("code", """\
 ab = cnn_widgets.ActivationBrowser(model, images[0])
 display(W.VBox([ab, probe("ab-layers", "|".join(ab.layers))] + [mirror(ab, t, "ab-" + t) for t in
@@ -276,6 +277,7 @@ def run_keyboard_checks(page: Page) -> None:
     check_select(keys, av.locator("select.cnnw-sign"), "av-sign", what="av sign")
     check_select(keys, av.locator("select.cnnw-colormap"), "av-colormap", what="av colormap")
     check_select(keys, av.locator("select.cnnw-layer"), "av-layer", lambda v: v or "None", what="av layer")
+    check_select(keys, av.locator("select.cnnw-target"), "av-target", lambda v: v or "None", what="av class")
 
     box = av.locator('input.cnnw-option[data-option="relu_attributions"]')
     keys.focus(box)

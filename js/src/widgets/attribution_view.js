@@ -121,6 +121,8 @@ function renderView(model, el) {
 
   const method = labelledSelect("method", "cnnw-method", []);
   const layer = labelledSelect("layer", "cnnw-layer", []);
+  /** The class explained, from the keyboard too (the prediction bars beside take clicks only). */
+  const explain = labelledSelect("explain", "cnnw-target", []);
   const optionsBox = h("div", { className: "cnnw-toolbar cnnw-options" });
   const description = h("div", { className: "cnnw-caption cnnw-description" });
   const display = heatmapControls(model, scope, paint);
@@ -141,7 +143,7 @@ function renderView(model, el) {
   const tooltip = tooltipBox();
 
   root.append(
-    h("div", { className: "cnnw-toolbar" }, [method.wrap, layer.wrap]),
+    h("div", { className: "cnnw-toolbar" }, [method.wrap, explain.wrap, layer.wrap]),
     description,
     optionsBox,
     h("div", { className: "cnnw-toolbar" }, display.controls),
@@ -297,6 +299,21 @@ function renderView(model, el) {
     layer.select.value = chosen ?? "";
   }
 
+  /** Class picker: "top prediction" (target None) and the top-k classes with their probabilities. */
+  function syncTarget() {
+    /** @type {Array<[string, string]>} */
+    const choices = [["", "top prediction"]];
+    for (const p of model.get("_predictions") ?? []) {
+      choices.push([String(p.index), `${p.label} (${(100 * p.probability).toFixed(1)}%)`]);
+    }
+    const chosen = model.get("target");
+    if (chosen !== null && chosen !== undefined && !choices.some(([v]) => v === String(chosen))) {
+      choices.push([String(chosen), `class ${chosen}`]);
+    }
+    setOptions(explain.select, choices);
+    explain.select.value = chosen === null || chosen === undefined ? "" : String(chosen);
+  }
+
   /** @type {Scope} listeners of the option controls, replaced with them */
   let optionScope = new Scope();
   scope.add(() => optionScope.dispose());
@@ -335,6 +352,7 @@ function renderView(model, el) {
 
   bindControl(scope, model, method.select, "method");
   bindControl(scope, model, layer.select, "layer", { parse: (v) => (v === "" ? null : v) });
+  bindControl(scope, model, explain.select, "target", { parse: (v) => (v === "" ? null : Number(v)) });
   scope.listen(cancel, "click", () => model.send({ type: "cancel" }));
   scope.listen(runAgain, "click", () => model.send({ type: "run" }));
   scope.listen(canvas, "mousemove", (/** @type {MouseEvent} */ e) => {
@@ -372,8 +390,10 @@ function renderView(model, el) {
   for (const key of ["method", "_methods"]) scope.onModel(model, `change:${key}`, syncMethod);
   scope.onModel(model, "change:options", syncOptions);
   for (const key of ["layer", "_layers", "_auto_layer"]) scope.onModel(model, `change:${key}`, syncLayer);
+  for (const key of ["target", "_predictions"]) scope.onModel(model, `change:${key}`, syncTarget);
 
   syncMethod();
+  syncTarget();
   syncStatus();
   loadImage();
   loadResult();
