@@ -11,17 +11,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from test_attribution import (  # noqa: F401 (single_thread is an autouse fixture)
-    assert_close,
-    image,
-    shapesnet,
-    single_thread,
-    tiny_resnet,
-)
+from test_attribution import assert_close, image, shapesnet, tiny_resnet
 from torch import nn
 
 from cnn_widgets import attribute
 from cnn_widgets.zoo.resnet import resnet18_like
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 Split = tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]
 

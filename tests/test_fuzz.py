@@ -28,7 +28,6 @@ import torch
 from hypothesis import given, note
 from hypothesis import strategies as st
 from PIL import Image as PILImage
-from test_attribution import single_thread  # noqa: F401 (autouse fixture)
 from torch import nn
 
 from cnn_widgets import METHODS, ActivationCapture, attribute, capture_activations, layer_table, suggest_target_layer
@@ -38,10 +37,13 @@ from cnn_widgets.attribution.engine import patch_mask
 from cnn_widgets.capture import _ACTIVE, model_lock
 from cnn_widgets.images import to_batch
 
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:`torch.jit.(script|trace|trace_method)` is deprecated:DeprecationWarning",
-    "ignore::torch.jit.TracerWarning",
-)
+pytestmark = [
+    pytest.mark.usefixtures("single_thread"),
+    pytest.mark.filterwarnings(
+        "ignore:`torch.jit.(script|trace|trace_method)` is deprecated:DeprecationWarning",
+        "ignore::torch.jit.TracerWarning",
+    ),
+]
 CLASSES = 3
 ALL_METHODS = sorted(METHODS)
 COPYING = {"deeplift", "guided_backprop", "deconvolution", "guided_grad_cam"}  # work on a deep copy

@@ -3,11 +3,13 @@ shortcut ("cheat") model's evidence is a known corner mark."""
 
 from __future__ import annotations
 
+import pytest
 import torch
-from test_attribution import single_thread  # noqa: F401 (autouse fixture)
 
 from cnn_widgets import attribute, zoo
 from cnn_widgets.zoo.train import HELDOUT_SEED
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def test_grad_cam_points_at_the_object():
