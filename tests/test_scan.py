@@ -25,13 +25,7 @@ B = 16
 LAYERS = ["features.conv4", "features.relu4", "fc"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """torch's second thread only waits on a shared 2-core machine; results do not depend on it."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")

@@ -340,3 +340,16 @@ def lab_run_all(page: Page, timeout_s: float = 180.0) -> list[dict[str, Any]]:
             return cells
         page.wait_for_timeout(250)
     raise TimeoutError(f"the notebook did not finish within {timeout_s:.0f} s: {state}")
+
+
+# What JupyterLab shows around the widgets (active cell, mode, visible and collapsed cells): a notebook
+# shortcut that fired on a key meant for a widget changes one of these.
+NOTEBOOK_STATE_JS = """() => {
+  const nb = window.jupyterapp.shell.currentWidget.content;
+  return {
+    active: nb.activeCellIndex,
+    mode: nb.mode,
+    visible: nb.widgets.filter((w) => !w.isHidden).length,
+    collapsed: nb.widgets.filter((w) => w.headingCollapsed === true).length,
+  };
+}"""

@@ -96,16 +96,6 @@ display(W.VBox([slow, mirror(slow, "busy", "slow-busy")]))"""),
     ("code", "below"),
 ]
 
-# What the notebook shows around the widgets: a shortcut that fired changes one of these.
-NOTEBOOK_STATE_JS = """() => {
-  const nb = window.jupyterapp.shell.currentWidget.content;
-  return {
-    active: nb.activeCellIndex,
-    mode: nb.mode,
-    visible: nb.widgets.filter((w) => !w.isHidden).length,
-    collapsed: nb.widgets.filter((w) => w.headingCollapsed === true).length,
-  };
-}"""
 
 # Elements with text of their own inside the widgets, whose computed font size is below 12 px.
 SMALL_TEXT_JS = """() => {
@@ -140,7 +130,7 @@ class Keys:
         self.pressed = 0
 
     def state(self) -> dict[str, Any]:
-        return self.page.evaluate(NOTEBOOK_STATE_JS)
+        return self.page.evaluate(harness.NOTEBOOK_STATE_JS)
 
     def focus(self, control: Locator) -> dict[str, Any]:
         control.scroll_into_view_if_needed()
@@ -265,7 +255,7 @@ def run_keyboard_checks(page: Page) -> None:
         """(sels) => sels.every((s) => document.querySelector(s)?.dataset.paintCount)""",
         arg=[AV, AB, FG, CMP], timeout=60_000,
     )
-    state = page.evaluate(NOTEBOOK_STATE_JS)
+    state = page.evaluate(harness.NOTEBOOK_STATE_JS)
     assert state["mode"] == "command" and state["collapsed"] == 0 and state["visible"] == len(CELLS), state
     assert page.evaluate(SMALL_TEXT_JS) == [], "text below 12 px is unreadable on a projector"
     keys = Keys(page)
@@ -359,7 +349,7 @@ def run_keyboard_checks(page: Page) -> None:
     keys.press(cancel, " ", probe=("slow-busy", "False"), what="slow cancel", focus_to=run)
 
     assert keys.pressed > 150, keys.pressed
-    final = page.evaluate(NOTEBOOK_STATE_JS)
+    final = page.evaluate(harness.NOTEBOOK_STATE_JS)
     assert final["mode"] == "command" and final["collapsed"] == 0 and final["visible"] == len(CELLS), final
 
 

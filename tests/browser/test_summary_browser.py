@@ -198,15 +198,6 @@ def test_clicking_the_map_explains_the_models_own_value(open_voila: Callable[...
 
 
 # -- JupyterLab: the keys do what they say and nothing else -----------------------------------------------
-NOTEBOOK_STATE_JS = """() => {
-  const nb = window.jupyterapp.shell.currentWidget.content;
-  return {
-    active: nb.activeCellIndex,
-    mode: nb.mode,
-    visible: nb.widgets.filter((w) => !w.isHidden).length,
-    collapsed: nb.widgets.filter((w) => w.headingCollapsed === true).length,
-  };
-}"""
 
 CELLS: list[tuple[str, str]] = [
     ("markdown", "# Summary and explainer\nDriven from the keyboard."),
@@ -231,11 +222,11 @@ def write_notebook(path: Path) -> Path:
 def press(page: Page, control: Locator, key: str, probe: str, expected: str) -> None:
     """Press ``key`` on the focused ``control``: the probe shows ``expected``, the control keeps the focus
     and the notebook keeps its active cell, mode, headings and cells."""
-    before = page.evaluate(NOTEBOOK_STATE_JS)
+    before = page.evaluate(harness.NOTEBOOK_STATE_JS)
     page.keyboard.press(key)
     expect(page.locator(f".probe-{probe}"), f"{key} → {expected}").to_have_text(expected, timeout=TIMEOUT)
     assert control.evaluate("(el) => el === document.activeElement"), f"{key}: the control lost the focus"
-    after = page.evaluate(NOTEBOOK_STATE_JS)
+    after = page.evaluate(harness.NOTEBOOK_STATE_JS)
     assert after == before, f"{key}: the notebook reacted: {before} → {after}"
 
 
@@ -249,7 +240,7 @@ def test_keys_move_the_selection_and_the_position_without_notebook_side_effects(
         "(sels) => sels.every((s) => document.querySelector(s)?.dataset.paintCount)",
         arg=[MS, f"{CE}[data-explained]"], timeout=60_000,
     )
-    state = page.evaluate(NOTEBOOK_STATE_JS)
+    state = page.evaluate(harness.NOTEBOOK_STATE_JS)
     assert state["mode"] == "command" and state["collapsed"] == 0 and state["visible"] == len(CELLS), state
     assert page.evaluate(SMALL_TEXT_JS, f"{MS}, {CE}") == [], "text below 12 px is unreadable on a projector"
 
@@ -292,5 +283,5 @@ def test_keys_move_the_selection_and_the_position_without_notebook_side_effects(
     channel.focus()
     press(page, channel, "ArrowUp", "channel", "5")
     press(page, channel, "ArrowDown", "channel", "4")
-    final = page.evaluate(NOTEBOOK_STATE_JS)
+    final = page.evaluate(harness.NOTEBOOK_STATE_JS)
     assert final["mode"] == "command" and final["collapsed"] == 0 and final["visible"] == len(CELLS), final
