@@ -115,6 +115,9 @@ display(W.VBox([summary, mirror(summary, "selected", "selected")]))
     root = page.locator(MS)
     table = root.locator(".cnnw-summary-scroll")
     assert table.get_attribute("data-rows") == "600"
+    # the rows and blocks are painted in a frame after the row count is known: wait for ten of each
+    expect(root.locator(".cnnw-row").nth(9)).to_be_attached()
+    expect(root.locator("rect.cnnw-block").nth(9)).to_be_attached()
     rows_in_dom = root.locator(".cnnw-row").count()
     blocks_in_dom = root.locator("rect.cnnw-block").count()
     assert 10 <= rows_in_dom <= 40, rows_in_dom
