@@ -45,6 +45,7 @@ from ._common import (
 )
 
 from ._common import ACTIVATION_SCALES as SCALES  # one list with the browser
+from .panel import Panel
 SORTS = ("index", "mean", "max")
 MB = 1024 * 1024
 ALL = "all"
@@ -176,7 +177,7 @@ class _Layers:
         return True
 
 
-class ActivationBrowser(anywidget.AnyWidget):
+class ActivationBrowser(Panel, anywidget.AnyWidget):
     """Browse the activations of every layer of ``model`` for one ``image``.
 
     ``layers=None`` shows, in execution order, every leaf module whose output is a floating-point tensor

@@ -40,6 +40,7 @@ from ..outputs import Output, check_output, check_scores
 from ._common import CheckedDict, CheckedFloat, CheckedInt, CheckedUnicode, HeatmapDisplay, WidgetValueError, bundle
 from ._common import SIGNS, check_choice  # noqa: F401  (re-exported: they were defined here)
 from .jobs import CACHE_SIZE, Jobs, Progress
+from .panel import Panel
 
 TOP_K = 5
 _BAR = "#5b8db8"
@@ -147,7 +148,7 @@ class _AttributionCanvas(anywidget.AnyWidget):
     _notice = t.Unicode("").tag(sync=True)
 
 
-class AttributionView(HeatmapDisplay, W.HBox):
+class AttributionView(Panel, HeatmapDisplay, W.HBox):
     """Explain one prediction of ``model`` on ``image`` with any method of :data:`cnn_widgets.METHODS`.
 
     ``target``: the class explained (``None``: the top prediction); clicking a bar of the top-k chart

@@ -38,6 +38,7 @@ from .attribution_view import check_labels, check_scoring, class_probabilities, 
 from .jobs import Jobs, Progress
 
 from ._common import COMPARE_SCALES as SCALES  # one list with the browser
+from .panel import Panel
 
 # A row's status: waiting for the worker, computing, finished, failed (``errors`` says why), cancelled.
 STATUSES: tuple[str, ...] = ("queued", "running", "done", "failed", "cancelled")
@@ -66,7 +67,7 @@ class _Display(HeatmapDisplay):
         return check_choice("scale", proposal["value"], SCALES)
 
 
-class Compare(_Display, anywidget.AnyWidget):
+class Compare(Panel, _Display, anywidget.AnyWidget):
     """The widget :func:`compare` returns. ``scale``: "shared" (one colour range for every panel),
     "per-method" (one per row; methods differ in units, so this is the fair way to compare images
     under each method) or "per-panel". ``opacity``, ``colormap``, ``sign`` and ``clip_percentile`` as

@@ -32,6 +32,7 @@ from ..images import Image, Stats, to_batch
 from ..layers import conv_layers
 from ._common import CheckedInt, CheckedTuple, CheckedUnicode, WidgetValueError, bundle, check_name
 from .model_summary import Call, Trace, trace_calls
+from .panel import Panel
 
 # The steps worked out after the conv, in the order they may follow it (each one optional).
 _NORM, _RELU, _POOL = 1, 2, 3
@@ -234,7 +235,7 @@ def _pool_step(pool: nn.Module, src: torch.Tensor, out: torch.Tensor, channel: i
             "value": _num(value), "captured": _num(out[0, channel, oy, ox]), "at": at}
 
 
-class ConvExplainer(anywidget.AnyWidget):
+class ConvExplainer(Panel, anywidget.AnyWidget):
     """One output number of a ``Conv2d`` layer of ``model`` on ``image`` worked out by hand: the input
     patch, the weights, their products, the per-input-channel sums, plus bias, equal to the map's value;
     then a directly following BatchNorm2d, ReLU and pooling. ``layer`` (default: the first conv that

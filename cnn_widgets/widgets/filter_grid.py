@@ -22,9 +22,10 @@ from ._common import (
 )
 
 from ._common import FILTER_NORMALIZE as NORMALIZE  # one list with the browser
+from .panel import Panel
 
 
-class FilterGrid(anywidget.AnyWidget):
+class FilterGrid(Panel, anywidget.AnyWidget):
     """Conv filters of ``model`` as tiles (``layer`` defaults to the first ``nn.Conv2d``).
 
     ``input_channel=-1`` shows each filter's mean over its input channels, or true colour for a layer

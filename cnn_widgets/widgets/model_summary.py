@@ -32,6 +32,7 @@ from ..capture import model_session
 from ..images import Image, Stats, to_batch
 from ..layers import LayerInfo, layer_table
 from ._common import CheckedUnicode, bundle, check_name
+from .panel import Panel
 
 INPUT = -1  # the producer index of the model's input
 _INPLACE_DUNDERS = frozenset(
@@ -258,7 +259,7 @@ def _blocks(trace: Trace, index: dict[str, int]) -> tuple[list[dict[str, Any]], 
     return blocks, joins
 
 
-class ModelSummary(anywidget.AnyWidget):
+class ModelSummary(Panel, anywidget.AnyWidget):
     """The summary of ``model`` run on ``example`` (any image form; ``mean``/``std`` in 0‥1 units): the
     :func:`~cnn_widgets.layer_table` rows as a collapsible tree with totals, under an architecture strip
     with residual joins. ``selected`` is the name of the clicked row or block (``None``: nothing), a
