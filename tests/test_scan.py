@@ -346,8 +346,8 @@ def test_ray_driver_logic_without_ray(model, data):
 
 
 @pytest.mark.skipif(
-    os.environ.get("CNN_WIDGETS_TEST_RAY") != "1",
-    reason="Ray tests start a local cluster (about a minute on 2 busy cores): set CNN_WIDGETS_TEST_RAY=1",
+    os.getloadavg()[0] >= 6,
+    reason="Ray's agent misses its fixed 30 s start-up deadline on 2 cores at load >= 6 (the suite alone stays far below)",
 )
 def test_ray_equals_local(model, data, untouched):
     """backend='ray' (three shards on a 2-CPU local cluster) gives exactly the local result."""
