@@ -68,7 +68,7 @@ def test_grid_shapes_labels_and_maps_against_attribute(sent):
     assert grid._images["shape"] == [3, 24, 24, 3]
     assert grid.row_labels == ["grad_cam · features", "saliency"]
     assert len(grid.column_labels) == 3 and "c3" in grid.column_labels[1]
-    assert grid.targets[1] == 3 and grid.scale == "shared"
+    assert grid.targets[1] == 3 and grid.scale == "per-method"  # one colour range per method by default
     for m, method in enumerate(grid.methods):
         assert grid._encoded[m]["shape"] == [3, 24, 24] and grid._encoded[m]["dtype"] == "float16"
         res = grid.results[m]

@@ -80,7 +80,7 @@ method(
     f"Score-CAM (Wang et al. 2020): channels weighted by the softmaxed target scores of the input "
     f"masked by each channel {cam_note}. One forward pass per channel.",
     "none",
-    (Option("batch_size", "int", 16, "masked inputs per forward pass", min=1, max=1024),),
+    (Option("batch_size", "int", 16, "masked inputs per forward pass", min=1, max=1024, label="masks per pass"),),
     needs_layer=True,
     slow=True,
     backend="cams",

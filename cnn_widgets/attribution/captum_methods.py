@@ -52,6 +52,7 @@ _BASELINES = Option(
     "constant reference value in model-input space (after mean/std, so 0 is the mean colour of "
     "normalised inputs); a tensor broadcastable to the input is passed to Captum as it is",
     also=("tensor",),
+    label="baseline value",
 )
 _PPE = Option(
     "perturbations_per_eval",
@@ -60,6 +61,7 @@ _PPE = Option(
     "perturbed inputs per forward pass: faster when larger, but more memory and a slower cancel",
     min=1,
     max=256,
+    label="inputs per pass",
 )
 _PATCH = Option(
     "patch_size",
@@ -69,6 +71,7 @@ _PATCH = Option(
     "image side, rounded up (8×8 patches)",
     min=1,
     max=4096,
+    label="patch size",
 )
 _MASK = Option(
     "feature_mask",
@@ -77,8 +80,11 @@ _MASK = Option(
     "Captum's feature_mask: an integer tensor of feature ids, one per pixel, shaped (H, W), (1, 1, H, W) or "
     "(1, C, H, W); overrides patch_size",
     tensor_dtype="integer",
+    label="feature mask",
 )
-_ABS = Option("abs", "bool", True, "take the absolute value of the gradient (Captum's Saliency default)")
+_ABS = Option(
+    "abs", "bool", True, "take the absolute value of the gradient (Captum's Saliency default)", label="absolute value"
+)
 
 
 def _interp(default: str) -> Option:
@@ -88,6 +94,7 @@ def _interp(default: str) -> Option:
         default,
         "how the layer-resolution Grad-CAM is upsampled to the input (Captum's LayerAttribution.interpolate)",
         choices=("bilinear", "nearest", "bicubic", "area"),
+        label="upsampling",
     )
 
 
@@ -111,13 +118,14 @@ def _saliency(run: Run) -> tuple[torch.Tensor, torch.Tensor]:
     "(input − baseline) (Sundararajan et al. 2017); sums to the score difference.",
     "sum",
     (
-        Option("n_steps", "int", 50, "points on the integration path", min=2, max=2000),
+        Option("n_steps", "int", 50, "points on the integration path", min=2, max=2000, label="steps"),
         Option(
             "method",
             "choice",
             "gausslegendre",
             "integration rule",
             choices=("gausslegendre", "riemann_right", "riemann_left", "riemann_middle", "riemann_trapezoid"),
+            label="integration rule",
         ),
         _BASELINES,
         Option(
@@ -128,6 +136,7 @@ def _saliency(run: Run) -> tuple[torch.Tensor, torch.Tensor]:
             "a progress callback is given)",
             min=1,
             max=100000,
+            label="inputs per pass",
         ),
     ),
     slow=True,
@@ -156,7 +165,7 @@ def _integrated_gradients(run: Run) -> tuple[torch.Tensor, torch.Tensor]:
     "over Saliency).",
     "max_abs",
     (
-        Option("nt_samples", "int", 20, "noisy samples per image", min=1, max=1000),
+        Option("nt_samples", "int", 20, "noisy samples per image", min=1, max=1000, label="samples"),
         Option(
             "stdevs",
             "float",
@@ -164,6 +173,7 @@ def _integrated_gradients(run: Run) -> tuple[torch.Tensor, torch.Tensor]:
             "standard deviation of the Gaussian noise in model-input units; None: 15% of the "
             "input's value range, as the paper suggests",
             min=0.0,
+            label="noise level",
         ),
         Option(
             "nt_samples_batch_size",
@@ -173,6 +183,7 @@ def _integrated_gradients(run: Run) -> tuple[torch.Tensor, torch.Tensor]:
             "when a progress callback is given)",
             min=1,
             max=1000,
+            label="samples per pass",
         ),
         _ABS,
     ),
@@ -205,8 +216,8 @@ def _smoothgrad(run: Run) -> tuple[torch.Tensor, torch.Tensor]:
     "(Lundberg & Lee 2017, Captum GradientShap).",
     "sum",
     (
-        Option("n_samples", "int", 20, "random samples per image", min=1, max=200),
-        Option("stdevs", "float", 0.0, "standard deviation of noise added to the input", min=0.0),
+        Option("n_samples", "int", 20, "random samples per image", min=1, max=200, label="samples"),
+        Option("stdevs", "float", 0.0, "standard deviation of noise added to the input", min=0.0, label="noise level"),
         _BASELINES,
     ),
 )
@@ -340,6 +351,7 @@ def _guided_grad_cam(run: Run) -> tuple[torch.Tensor, torch.Tensor]:
             min=1,
             max=4096,
             also=("tuple",),
+            label="window size",
         ),
         Option(
             "strides",
@@ -349,6 +361,7 @@ def _guided_grad_cam(run: Run) -> tuple[torch.Tensor, torch.Tensor]:
             min=1,
             max=4096,
             also=("tuple",),
+            label="window step",
         ),
         _BASELINES,
         _PPE,
@@ -460,8 +473,8 @@ method(
     "2016); the surrogate is a closed-form ridge regression, the lime package's default.",
     "mean",
     (
-        Option("n_samples", "int", 200, "random patch subsets evaluated per image", min=1, max=20000),
-        Option("alpha", "float", 1.0, "ridge penalty of the linear surrogate", min=0.0),
+        Option("n_samples", "int", 200, "random patch subsets evaluated per image", min=1, max=20000, label="samples"),
+        Option("alpha", "float", 1.0, "ridge penalty of the linear surrogate", min=0.0, label="ridge penalty"),
         _PATCH,
         _MASK,
         _BASELINES,
@@ -475,7 +488,7 @@ method(
     "2017); weighted least squares in closed form.",
     "mean",
     (
-        Option("n_samples", "int", 200, "random patch subsets evaluated per image", min=1, max=20000),
+        Option("n_samples", "int", 200, "random patch subsets evaluated per image", min=1, max=20000, label="samples"),
         _PATCH,
         _MASK,
         _BASELINES,
@@ -496,6 +509,7 @@ method(
             "bool",
             True,
             "apply a ReLU to the map, as the paper does (Captum's default is False)",
+            label="positive part only",
         ),
         _interp("bilinear"),
     ),

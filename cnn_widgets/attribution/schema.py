@@ -28,7 +28,9 @@ class Option:
     control). ``default=None`` means "chosen from the input" as ``doc`` says. ``also`` lists further
     Python values passed through unchanged: ``"tensor"`` (e.g. a baseline image) or ``"tuple"`` (e.g. a
     Captum window shape). ``tensor_dtype`` says which tensors are accepted: ``"real"`` (finite floats or
-    integers) or ``"integer"`` (ids); their shape is checked against the input when the method runs."""
+    integers) or ``"integer"`` (ids); their shape is checked against the input when the method runs.
+    ``label`` is what the option's control says ("noise level"); ``name`` (Captum's argument name) goes
+    in its tooltip."""
 
     name: str
     type: str
@@ -39,11 +41,13 @@ class Option:
     choices: tuple[str, ...] | None = None
     also: tuple[str, ...] = ()
     tensor_dtype: str = "real"
+    label: str = ""
 
     def to_json(self) -> dict[str, Any]:
         """The schema entry as plain JSON values (the UI's view of this option)."""
         return {
             "name": self.name,
+            "label": self.label or self.name.replace("_", " "),
             "type": self.type,
             "default": self.default,
             "min": self.min,

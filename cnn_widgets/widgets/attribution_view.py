@@ -146,6 +146,7 @@ class _AttributionCanvas(anywidget.AnyWidget):
     _image = t.Dict().tag(sync=True)
     _result = t.Dict().tag(sync=True)
     _notice = t.Unicode("").tag(sync=True)
+    font_scale = t.Float(1.0).tag(sync=True)  # the view's, forwarded
 
 
 class AttributionView(Panel, HeatmapDisplay, W.HBox):
@@ -164,7 +165,10 @@ class AttributionView(Panel, HeatmapDisplay, W.HBox):
     changing any of these recomputes), ``opacity``, ``colormap``, ``sign`` ("positive" | "negative" |
     "absolute" | "all", the last with a diverging colormap) and ``clip_percentile`` (colour range ends
     at this percentile of the shown magnitudes), applied in the browser; read-only ``progress`` (0–1),
-    ``busy``, ``error`` (why the last computation failed, else ""), ``labels`` and ``predictions``.
+    ``busy``, ``error`` (why the last computation failed, else ""), ``labels`` and ``predictions``;
+    ``font_scale`` (text size multiplier for a projector, default :func:`cnn_widgets.style`'s) scales
+    the canvas's text and the chart's. The chart sits beside the heatmap when the row has room and
+    wraps below it otherwise.
     A value of the wrong type or out of range raises :class:`~cnn_widgets.widgets.WidgetValueError`
     (a ``ValueError``) naming the trait.
 
@@ -232,7 +236,7 @@ class AttributionView(Panel, HeatmapDisplay, W.HBox):
         self.target = target
         for name in ("method", "target", "layer", "options", "opacity", "colormap", "sign", "clip_percentile"):
             t.link((self, name), (self._canvas, name))
-        for name in ("progress", "busy", "error"):
+        for name in ("progress", "busy", "error", "font_scale"):
             t.dlink((self, name), (self._canvas, name))
         self._canvas.on_msg(self._on_canvas_msg)
         self._quiet = False
@@ -284,10 +288,9 @@ class AttributionView(Panel, HeatmapDisplay, W.HBox):
     def _make_chart(self) -> tuple[Bars, Figure]:
         # bqplot clips marks to the plot area, so a value label drawn past its bar's end needs room
         # there: the probability axis runs to LABEL_ROOM × 100 %, which leaves the plot's right
-        # 1 - 1/LABEL_ROOM (≥ 55 px of 240) free for "100.0%" at 12 px behind a full bar.
-        width, margin = 360, {"top": 40, "bottom": 30, "left": 100, "right": 20}
+        # 1 - 1/LABEL_ROOM (≥ 55 px of 240 at font_scale 1) free for "100.0%" behind a full bar.
+        # Sizes, margins and fonts follow font_scale (_scale_chart).
         label_room = 1.3
-        font = {"font-size": "12px"}  # readable on a projector
         x = OrdinalScale(reverse=True)
         y = LinearScale(min=0.0, max=label_room)
         bars = Bars(
@@ -297,23 +300,38 @@ class AttributionView(Panel, HeatmapDisplay, W.HBox):
             # clicks so a click on a label still lands on its bar. The base sits just below 0 so a
             # probability of exactly 0 counts as a positive bar (bqplot would put its label left of the
             # axis, clipped).
-            base=-1e-9, label_display_vertical_offset=4.0,
-            label_font_style={
-                "fill": "var(--jp-ui-font-color1, #222)", "pointer-events": "none", "text-anchor": "start", **font,
-            },
+            base=-1e-9,
         )
         bars.on_element_click(self._bar_clicked)
         figure = Figure(
             marks=[bars],
-            axes=[Axis(scale=x, side="left", tick_style=font),
-                  Axis(scale=y, side="bottom", tick_format=".0%", tick_values=[0.0, 0.5, 1.0], tick_style=font)],
+            axes=[Axis(scale=x, side="left"),
+                  Axis(scale=y, side="bottom", tick_format=".0%", tick_values=[0.0, 0.5, 1.0])],
             title="top predictions · click a bar to explain it",
-            title_style={"font-size": "13px"},
-            fig_margin=margin,
-            layout=W.Layout(width=f"{width}px", height="240px"),
+            layout=W.Layout(width="360px", height="240px"),
         )
         figure.add_class("cnnw-predictions")
         return bars, figure
+
+    @t.observe("font_scale")
+    def _scale_chart(self, change: t.Bunch | None = None) -> None:
+        """Chart fonts (12 px ticks and value labels, 13 px title at scale 1), margins and size follow
+        ``font_scale``; colours come from the page theme (bqplot's CSS variables and JupyterLab's)."""
+        s = self.font_scale
+        font = {"font-size": f"{12 * s:g}px"}
+        with self._figure.hold_sync(), self._bars.hold_sync():
+            self._bars.label_display_vertical_offset = 4.0 * s
+            self._bars.label_font_style = {
+                "fill": "var(--jp-ui-font-color1, #222)", "pointer-events": "none", "text-anchor": "start", **font,
+            }
+            for axis in self._figure.axes:
+                axis.tick_style = dict(font)
+            self._figure.title_style = {"font-size": f"{13 * s:g}px"}
+            self._figure.fig_margin = {
+                "top": round(40 * s), "bottom": round(30 * s), "left": round(100 * s), "right": round(20 * s),
+            }
+            self._figure.layout.width = f"{round(360 * s)}px"
+            self._figure.layout.height = f"{round((80 + 34 * len(self.predictions)) * s)}px"
 
     def _update_chart(self) -> None:
         rows = self.predictions
@@ -328,7 +346,7 @@ class AttributionView(Panel, HeatmapDisplay, W.HBox):
             self._bars.x = names
             self._bars.y = [row["probability"] for row in rows]
             self._bars.colors = [_BAR_TARGET if row["index"] == target else _BAR for row in rows]
-        self._figure.layout.height = f"{80 + 34 * len(rows)}px"
+        self._scale_chart()
 
     def _bar_clicked(self, bars: Bars, event: dict[str, Any]) -> None:
         """bqplot ``element_click``: the clicked bar's data carries its index in the top-k list."""

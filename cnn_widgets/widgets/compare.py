@@ -1,6 +1,7 @@
-"""compare(): a grid of attribution heatmaps, methods (rows) × images (columns), with a colour scale
-shared by every panel, one per method, or one per panel — switchable in the browser (captum#1103 asked
-for exactly this).
+"""compare(): a grid of attribution heatmaps, methods (rows) × images (columns), with one colour scale per
+method (the default: methods differ in units, and a scale shared with Grad-CAM makes a gradient row look
+empty), one shared by every panel, or one per panel — switchable in the browser (captum#1103 asked for
+exactly this).
 
 :func:`compare` checks every argument, runs one forward pass for the column labels and returns the
 widget at once, showing the images. Each method then runs on all images in one batch, as a job of
@@ -33,6 +34,7 @@ from ..attribution import METHODS, Attribution, attribute, check_method, check_o
 from ..attribution.engine import check_target_range
 from ..images import Image, Stats, prepare
 from ..outputs import Output
+from ..style import check_scale
 from ._common import CheckedFloat, CheckedUnicode, HeatmapDisplay, bundle, check_choice, split_buffers
 from .attribution_view import check_labels, check_scoring, class_probabilities, error_text, label_list
 from .jobs import Jobs, Progress
@@ -56,7 +58,7 @@ class _Display(HeatmapDisplay):
     """The display traits of :class:`Compare` and their checks; :func:`compare` checks its display
     arguments with this before anything runs."""
 
-    scale = CheckedUnicode("shared").tag(sync=True, echo_update=False)
+    scale = CheckedUnicode("per-method").tag(sync=True, echo_update=False)
     opacity = CheckedFloat(0.5).tag(sync=True, echo_update=False)
     colormap = CheckedUnicode("inferno").tag(sync=True, echo_update=False)
     sign = CheckedUnicode("positive").tag(sync=True, echo_update=False)
@@ -68,12 +70,14 @@ class _Display(HeatmapDisplay):
 
 
 class Compare(Panel, _Display, anywidget.AnyWidget):
-    """The widget :func:`compare` returns. ``scale``: "shared" (one colour range for every panel),
-    "per-method" (one per row; methods differ in units, so this is the fair way to compare images
-    under each method) or "per-panel". ``opacity``, ``colormap``, ``sign`` and ``clip_percentile`` as
-    in :class:`~cnn_widgets.AttributionView`. Read-only: ``methods``, ``targets`` (class index per image),
-    ``status`` (per method, one of :data:`STATUSES`), ``errors`` (per method, "" unless it failed),
-    ``notes`` (per method, the attribution's caveats), ``progress`` (0–1, the whole grid), ``busy``,
+    """The widget :func:`compare` returns. ``scale``: "per-method" (the default: one colour range per row;
+    methods differ in units, so this is the fair way to compare images under each method, and a range
+    shared with Grad-CAM would leave a gradient row looking empty), "shared" (one range for every panel)
+    or "per-panel". ``font_scale``: text size multiplier (see :func:`cnn_widgets.style`). ``opacity``,
+    ``colormap``, ``sign`` and ``clip_percentile`` as in :class:`~cnn_widgets.AttributionView`.
+    Read-only: ``methods``, ``targets`` (class index per image), ``status`` (per method, one of
+    :data:`STATUSES`), ``errors`` (per method, "" unless it failed), ``notes`` (per method, the
+    attribution's caveats), ``progress`` (0–1, the whole grid), ``busy``,
     ``row_labels``, ``column_labels``. :meth:`wait` blocks until the rows are computed, :attr:`results`
     holds the attributions; :meth:`cancel` stops the rows not done yet and :meth:`run` computes them."""
 
@@ -256,7 +260,7 @@ def compare(
     mean: Stats = None,
     std: Stats = None,
     layer: str | None = None,
-    scale: str = "shared",
+    scale: str = "per-method",
     options: Mapping[str, Mapping[str, Any]] | None = None,
     opacity: float = 0.5,
     colormap: str = "inferno",
@@ -265,6 +269,7 @@ def compare(
     output: Output = None,
     scores: str = "auto",
     logits: bool = False,
+    font_scale: float | None = None,
 ) -> Compare:
     """Attribute every image with every method and show them as a grid, methods × images.
 
@@ -278,7 +283,9 @@ def compare(
     one (default: :func:`cnn_widgets.suggest_target_layer`). ``options``: per method, e.g.
     ``{"occlusion": {"strides": 4}}``. ``output``, ``scores`` and ``logits`` as for
     :class:`~cnn_widgets.AttributionView` (``scores`` sets how the column labels' probabilities are
-    read). A method that fails shows its message in its row; bad arguments (display ones included)
+    read). ``scale``: colour range "per-method" (default), "shared" or "per-panel" (see :class:`Compare`).
+    ``font_scale``: this grid's text size multiplier (default: :func:`cnn_widgets.style`'s). A method
+    that fails shows its message in its row; bad arguments (display ones included)
     raise ``ValueError``/``TypeError`` before anything is computed.
     """
     check_model(model)
@@ -287,6 +294,9 @@ def compare(
         "scale": scale, "opacity": opacity, "colormap": colormap, "sign": sign, "clip_percentile": clip_percentile,
     }
     _Display(**display)
+    if font_scale is not None:
+        check_scale("font_scale", font_scale)
+        display["font_scale"] = font_scale
     label_list(labels)
     output, scores, logits = check_scoring(output, scores, logits)
     rows = _checked_rows(model, names, layer, options)

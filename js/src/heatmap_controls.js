@@ -1,5 +1,6 @@
 // The display controls of the heatmap views (AttributionView and compare): sign, colormap, opacity and
-// clip percentile, kept in step with the model traits of those names. A change repaints in the browser
+// clip percentile, kept in step with the model traits of those names; both sliders show their value as
+// text beside them (read from across a room, not guessed from the knob). A change repaints in the browser
 // at once; the kernel, which recomputes nothing for it, hears the new values once the user pauses.
 
 import { COLORMAPS } from "./colormap.js";
@@ -28,7 +29,8 @@ export function heatmapControls(model, scope, repaint) {
     className: "cnnw-clip",
     attrs: { type: "range", min: "50", max: "100", step: "0.5", "aria-label": "clip at percentile" },
   }));
-  const clipValue = h("span", { className: "cnnw-value" });
+  const opacityValue = h("span", { className: "cnnw-value cnnw-opacity-value" });
+  const clipValue = h("span", { className: "cnnw-value cnnw-clip-value" });
 
   let saveTimer = 0;
   /** Send local display changes to the kernel once the user pauses. */
@@ -51,6 +53,7 @@ export function heatmapControls(model, scope, repaint) {
     sign.select.value = model.get("sign");
     cmap.select.value = model.get("colormap");
     opacity.value = String(model.get("opacity"));
+    opacityValue.textContent = Number(model.get("opacity")).toFixed(2);
     clip.value = String(model.get("clip_percentile"));
     clipValue.textContent = `${Number(model.get("clip_percentile"))}%`;
   }
@@ -70,7 +73,7 @@ export function heatmapControls(model, scope, repaint) {
     controls: [
       sign.wrap,
       cmap.wrap,
-      h("label", { className: "cnnw-control" }, [h("span", { text: "opacity" }), opacity]),
+      h("label", { className: "cnnw-control" }, [h("span", { text: "opacity" }), opacity, opacityValue]),
       h("label", { className: "cnnw-control" }, [h("span", { text: "clip at" }), clip, clipValue]),
     ],
     save,

@@ -1,6 +1,14 @@
-// Stylesheet of every view. JupyterLab theme variables (--jp-*) with fallbacks keep the widgets
-// readable in light and dark themes, in Voila and in plain pages. Small text (captions, legends,
-// tooltips, notes) never goes below 12px, so it stays readable on a projector.
+// Stylesheet of every view. JupyterLab theme variables (--jp-*) with light fallbacks keep the widgets
+// readable in light and dark themes, in Voila and in plain pages: the root is transparent over the page
+// (a notebook cell, a Voila page, light or dark) and its text takes the theme's font colours. Every font
+// size is calc(<size at scale 1> * var(--cnnw-scale, 1)): scale.js sets --cnnw-scale on each view's root
+// from its font_scale trait (cnn_widgets.style), so one property rescales all text for a projector.
+// Small text (captions, legends, tooltips, notes) is never below 12px at scale 1.
+
+/** Font size of body text and controls at the view's scale. */
+export const FONT_SIZE = "calc(max(13px, var(--jp-ui-font-size1, 13px)) * var(--cnnw-scale, 1))";
+/** Font size of captions, legends, tooltips and notes at the view's scale (12px at scale 1). */
+export const SMALL_FONT_SIZE = "calc(max(12px, var(--jp-ui-font-size1, 13px) - 1px) * var(--cnnw-scale, 1))";
 
 export const CSS = `
 .cnnw-root {
@@ -10,10 +18,10 @@ export const CSS = `
   gap: 6px;
   padding: 4px;
   color: var(--jp-ui-font-color1, #1a1a1a);
-  background: var(--jp-layout-color1, #ffffff);
+  background: transparent;
   font-family: var(--jp-ui-font-family, system-ui, sans-serif);
-  font-size: max(13px, var(--jp-ui-font-size1, 13px));
-  --cnnw-small-font-size: max(12px, var(--jp-ui-font-size0, 12px));
+  font-size: ${FONT_SIZE};
+  --cnnw-small-font-size: ${SMALL_FONT_SIZE};
   max-width: 100%;
 }
 .cnnw-root [hidden] {
@@ -51,6 +59,14 @@ export const CSS = `
 .cnnw-root input[type="range"],
 .cnnw-root input[type="checkbox"] {
   accent-color: var(--jp-brand-color1, #1976d2);
+}
+.cnnw-root input[type="checkbox"] {
+  width: calc(13px * var(--cnnw-scale, 1));
+  height: calc(13px * var(--cnnw-scale, 1));
+}
+.cnnw-value {
+  min-width: 3.2em;
+  font-variant-numeric: tabular-nums;
 }
 .cnnw-root input:focus-visible,
 .cnnw-root select:focus-visible,

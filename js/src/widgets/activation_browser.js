@@ -12,6 +12,7 @@ import {
 import { blitTiles, colorizeScalar, layoutGrid, packLut, sortOrder } from "../grid.js";
 import { detailSize, paintColorbar, paintDetail, pixelsCanvas, rgbToRgba } from "../overlay.js";
 import { LayerStore } from "../store.js";
+import { bindScale } from "../scale.js";
 
 const VECTOR_COLS = 32;
 /** Menu text of the scale modes (the modes themselves: ACTIVATION_SCALES). @type {Record<string, string>} */
@@ -27,6 +28,7 @@ const DETAIL_SIDE = 320;
 function renderBrowser(model, el, store) {
   const scope = new Scope();
   const root = mountRoot(el, "cnnw-activation-browser");
+  bindScale(model, root, scope);
 
   const slider = /** @type {HTMLInputElement} */ (h("input", {
     className: "cnnw-layer-slider",

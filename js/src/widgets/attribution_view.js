@@ -10,6 +10,7 @@ import {
   textLines, tooltipBox,
 } from "../dom.js";
 import { heatmapControls } from "../heatmap_controls.js";
+import { bindScale } from "../scale.js";
 import {
   OVERLAY_CSS, blendOverlay, fitCanvas, overlayColormap, overlayRange, paintColorbar, rgbToRgba, sortedMagnitudes,
 } from "../overlay.js";
@@ -40,7 +41,8 @@ const VIEW_CSS = `
 
 /**
  * @typedef {Object} OptionSchema
- * @property {string} name
+ * @property {string} name Captum's argument name (shown in the tooltip)
+ * @property {string} [label] what the control says, e.g. "noise level"
  * @property {"int" | "float" | "bool" | "choice" | "tensor"} type
  * @property {any} default
  * @property {number | null} min
@@ -105,7 +107,10 @@ function optionControl(opt, value, onChange, scope) {
   }
   input.classList.add("cnnw-option");
   input.dataset.option = opt.name;
-  const wrap = h("label", { className: "cnnw-control", attrs: { title: opt.doc } }, [h("span", { text: opt.name }), input]);
+  const wrap = h("label", { className: "cnnw-control", attrs: { title: `${opt.name}: ${opt.doc}` } }, [
+    h("span", { className: "cnnw-option-label", text: opt.label || opt.name }),
+    input,
+  ]);
   return wrap;
 }
 
@@ -117,6 +122,7 @@ function optionControl(opt, value, onChange, scope) {
 function renderView(model, el) {
   const scope = new Scope();
   const root = mountRoot(el, "cnnw-attribution-view");
+  bindScale(model, root, scope);
   el.insertBefore(h("style", { text: OVERLAY_CSS + VIEW_CSS }), root);
 
   const method = labelledSelect("method", "cnnw-method", []);

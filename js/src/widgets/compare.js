@@ -10,6 +10,7 @@ import { isDiverging, lut } from "../colormap.js";
 import { COMPARE_SCALES } from "../constants_data.js";
 import { Scope, bindControl, colorLegend, fmt, h, labelledSelect, markPainted, mountRoot, textLines } from "../dom.js";
 import { heatmapControls } from "../heatmap_controls.js";
+import { bindScale } from "../scale.js";
 import {
   OVERLAY_CSS, blendOverlay, fitCanvas, mergeSorted, overlayColormap, overlayRange, paintColorbar, sortedMagnitudes,
 } from "../overlay.js";
@@ -90,6 +91,7 @@ function statusText(status, fraction) {
 function renderCompare(model, el) {
   const scope = new Scope();
   const root = mountRoot(el, "cnnw-compare");
+  bindScale(model, root, scope);
   el.insertBefore(h("style", { text: OVERLAY_CSS + COMPARE_CSS }), root);
 
   const scale = labelledSelect("scale", "cnnw-scale", COMPARE_SCALES.map((m) => [m, SCALE_TEXT[m] ?? m]));

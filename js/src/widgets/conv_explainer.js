@@ -10,6 +10,7 @@ import {
   Scope, accentColor, bindControl, h, labelledSelect, markPainted, mountRoot, setOptions, showTooltip,
   suppressShortcuts, tooltipBox,
 } from "../dom.js";
+import { bindScale } from "../scale.js";
 
 /** Side (px) the maps aim at; cells are whole pixels between MIN_CELL and MAX_CELL. */
 const MAP_PX = 288;
@@ -172,7 +173,7 @@ const CSS = `
 .cnnw-conv-explainer .cnnw-conv-explain { display: flex; flex-direction: column; gap: 8px; }
 .cnnw-conv-explainer .cnnw-conv-explain.cnnw-stale { opacity: 0.45; }
 .cnnw-conv-explainer .cnnw-conv-grids { display: flex; flex-wrap: wrap; align-items: center; gap: 10px; }
-.cnnw-conv-explainer .cnnw-op { font-size: 20px; font-weight: 600; }
+.cnnw-conv-explainer .cnnw-op { font-size: calc(20px * var(--cnnw-scale, 1)); font-weight: 600; }
 .cnnw-conv-explainer .cnnw-kgrid {
   display: inline-grid; gap: 1px; background: var(--jp-border-color2, #ccc); border: 1px solid var(--jp-border-color2, #ccc);
 }
@@ -194,7 +195,7 @@ const CSS = `
   font-family: var(--jp-code-font-family, monospace);
   overflow-wrap: anywhere;
 }
-.cnnw-conv-explainer .cnnw-conv-result, .cnnw-conv-explainer .cnnw-channel-sum { font-size: 15px; }
+.cnnw-conv-explainer .cnnw-conv-result, .cnnw-conv-explainer .cnnw-channel-sum { font-size: calc(15px * var(--cnnw-scale, 1)); }
 .cnnw-conv-explainer .cnnw-step { display: flex; flex-wrap: wrap; align-items: center; gap: 8px; }
 .cnnw-conv-explainer .cnnw-ok { color: var(--jp-success-color1, #2e7d32); }
 .cnnw-conv-explainer .cnnw-bad { color: var(--jp-error-color1, #c62828); }
@@ -252,6 +253,7 @@ function figure(caption, body) {
 function renderExplainer(model, el) {
   const scope = new Scope();
   const root = mountRoot(el, "cnnw-conv-explainer");
+  bindScale(model, root, scope);
   const accent = accentColor(root);
   root.style.setProperty("--cnnw-accent", accent);
 

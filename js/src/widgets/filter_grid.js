@@ -11,6 +11,7 @@ import {
 import { filterTiles, isRgbLayer } from "../filters.js";
 import { blitTiles, colorizeRgb, colorizeScalar, layoutGrid, packLut } from "../grid.js";
 import { paintColorbar } from "../overlay.js";
+import { bindScale } from "../scale.js";
 
 const GRID_WIDTH = 560;
 const GRID_CELL = 64;
@@ -26,6 +27,7 @@ const SCALE_TEXT = { filter: "per filter", layer: "per layer" };
 function renderFilterGrid(model, el) {
   const scope = new Scope();
   const root = mountRoot(el, "cnnw-filter-grid");
+  bindScale(model, root, scope);
 
   const layerSel = labelledSelect("layer", "cnnw-layer-select", []);
   const inputSel = labelledSelect("input channel", "cnnw-input-channel", []);

@@ -4,6 +4,7 @@
 // on the focused strip or table, set `selected`.
 
 import { Scope, accentColor, h, markPainted, mountRoot, showTooltip, suppressShortcuts, tooltipBox } from "../dom.js";
+import { bindScale } from "../scale.js";
 
 /** Table row height (px); rows are absolutely placed at index × ROW_H. */
 export const ROW_H = 26;
@@ -323,6 +324,7 @@ function svg(tag, attrs) {
 function renderSummary(model, el) {
   const scope = new Scope();
   const root = mountRoot(el, "cnnw-model-summary");
+  bindScale(model, root, scope);
   root.style.setProperty("--cnnw-accent", accentColor(root));
 
   const caption = h("div", { className: "cnnw-caption cnnw-summary-caption" });
