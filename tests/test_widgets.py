@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import importlib.util
 import json
 import pathlib
@@ -16,7 +15,7 @@ from torch import nn
 from traitlets import TraitError
 
 from cnn_widgets import ActivationBrowser, FilterGrid, capture_activations, wire
-from cnn_widgets.widgets import COLORMAPS, WidgetValueError
+from cnn_widgets.widgets import WidgetValueError
 from cnn_widgets.widgets._common import bundle
 from cnn_widgets.zoo.resnet import resnet18_like
 
@@ -741,17 +740,6 @@ def test_resnet50_like_has_torchvisions_layout_and_158_layers_to_browse():
 
 
 # ------------------------------------------------------------------------------ front-end data and bundle
-
-
-def test_colormap_data_matches_matplotlib_and_python_names():
-    matplotlib = pytest.importorskip("matplotlib")
-    text = (ROOT / "js" / "src" / "colormap_data.js").read_text()
-    tables = dict(re.findall(r'"([A-Za-z_]+)": "([A-Za-z0-9+/=]+)"', text))
-    assert tuple(tables) == COLORMAPS
-    for name, b64 in tables.items():
-        got = np.frombuffer(base64.b64decode(b64), np.uint8).reshape(256, 3)
-        want = matplotlib.colormaps[name].resampled(256)(np.linspace(0, 1, 256))[:, :3] * 255
-        assert np.abs(got.astype(float) - want).max() <= 0.5 + 1e-9, name
 
 
 def _load_script(name: str):

@@ -246,6 +246,7 @@ class ActivationBrowser(Panel, anywidget.AnyWidget):
         with one_thread():
             batch, display = prepare(image, mean, std, model=self._model, single=True)
             batch = model_input(self._model, batch)
+            self._input = batch  # the model's input, for the export record's image hash
             if self._wanted is None and not self._all:
                 acts = input_dependent_activations(self._model, batch)
             else:
@@ -358,6 +359,25 @@ class ActivationBrowser(Panel, anywidget.AnyWidget):
             if m["name"] == name:
                 return int(m["shape"][0])
         return 0
+
+    def _export_image(self) -> Any:
+        from .. import export
+
+        return export.activation_browser_image(self)
+
+    def _export_record(self) -> dict[str, Any]:
+        from .. import export
+
+        return {**export.model_fields(self._model), **export.image_fields(self._input), "layer": self.layer,
+                "channel": self.channel, "options": {"scale": self.scale, "sort": self.sort, "colormap": self.colormap}}
+
+    def _export_html(self) -> list[dict[str, Any]]:
+        """Every layer goes into the file (eager), so the layer slider works offline."""
+        from .. import export
+
+        data = {name: self._layers.get(name) for name in self._layers.names}
+        state = export.widget_state(self, _data=data, _mode="eager", budget_mb=max(self.budget_mb, 1e6))
+        return [export.widget_part(self, state)]
 
     def close(self) -> None:
         """Close the widget and stop encoding layers in the background."""

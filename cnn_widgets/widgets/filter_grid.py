@@ -63,7 +63,7 @@ class FilterGrid(Panel, anywidget.AnyWidget):
                 f"scale={scale!r} and normalize={normalize!r} disagree; normalize is the old name of scale, "
                 "pass only scale"
             )
-        check_model(model)
+        self._model = check_model(model)
         names = conv_layers(model)
         if not names:
             raise ValueError(
@@ -114,6 +114,17 @@ class FilterGrid(Panel, anywidget.AnyWidget):
     @t.validate("colormap")
     def _check_colormap(self, proposal: t.Bunch) -> str:
         return check_colormap(proposal["value"])
+
+    def _export_image(self) -> Any:
+        from .. import export
+
+        return export.filter_grid_image(self)
+
+    def _export_record(self) -> dict[str, Any]:
+        from .. import export
+
+        return {**export.model_fields(self._model), "layer": self.layer, "options": {
+            "input_channel": self.input_channel, "scale": self.scale, "colormap": self.colormap, "selected": self.selected}}
 
 
 def _conv_info(conv: nn.Conv2d) -> dict[str, Any]:

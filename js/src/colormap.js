@@ -1,7 +1,13 @@
-// The one colormap implementation: 256-entry RGB lookup tables (generated from matplotlib into
-// colormap_data.js) and the value → colour-index normalisation every view uses.
+// The one colormap implementation: 256-entry RGB lookup tables and the value → colour-index
+// normalisation every view uses. The tables are cnn_widgets/colormaps.json (generated from matplotlib by
+// js/scripts/make_colormaps.py), the same file cnn_widgets/colormap.py reads for Python-side PNG exports.
 
-import { DIVERGING, LUT_BASE64 } from "./colormap_data.js";
+import COLORMAP_DATA from "../../cnn_widgets/colormaps.json" with { type: "json" };
+
+/** @type {Record<string, string>} base64 of 768 bytes per colormap */
+const LUT_BASE64 = COLORMAP_DATA.luts;
+/** @type {string[]} */
+const DIVERGING = COLORMAP_DATA.diverging;
 
 /** Names of the available colormaps, in the order the menus show them. */
 export const COLORMAPS = Object.keys(LUT_BASE64);

@@ -1,0 +1,590 @@
+"""PNG and offline HTML exports of the widgets, each with a reproducibility record.
+
+* :func:`to_png` writes the picture a view's "save PNG" button downloads — its canvases composed into one
+  image (:func:`compose`: rows top to bottom, canvases left to right, ``GAP`` px apart, on white) — from
+  Python, without a browser: each widget renders it in ``_export_image()`` with the browser's own colour
+  arithmetic (:mod:`cnn_widgets.colormap`, the same lookup tables). Beside it, ``<path>.json`` holds the
+  record; the PNG carries it too (text chunk ``cnnw-record``).
+* :func:`save_html` writes one self-contained HTML file: the widget's ES module, its state (binary
+  buffers as base64) and a small in-page stand-in for the Jupyter widget model. It needs no network and
+  no kernel; what the browser can do from the data in the file stays interactive, anything that would
+  need the kernel does nothing. Bars that bqplot draws in a notebook become plain HTML bars.
+* :func:`record` says how the picture was made: model class and parameter count, layer, method and its
+  options, target, a SHA-256 of the input as given to the model, the versions of cnn_widgets, torch and
+  captum, and the time.
+
+User strings (layer names, labels) reach the page only as JSON data turned into text by the views
+(``textContent``); every ``<`` in embedded JSON is written ``\\u003c``, so no string can end a script.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import hashlib
+import html
+import importlib.metadata
+import json
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, PngImagePlugin
+
+GAP = 8  # px between composed canvases (dom.js composeCanvases uses the same)
+BACKGROUND = (255, 255, 255)
+ACCENT = (0x19, 0x76, 0xD2)  # dom.js accentColor's fallback: JupyterLab's light brand colour
+RECORD_KEYS: tuple[str, ...] = (
+    "widget", "model", "parameters", "layer", "method", "options", "target", "image_sha256", "image_shape",
+    "versions", "timestamp",
+)
+# synced traits every ipywidget has: not part of a view's state in an export
+_INFRA = {
+    "_esm", "_css", "_anywidget_id", "_dom_classes", "layout", "tabbable", "tooltip", "comm", "keys", "log",
+    "_model_module", "_model_module_version", "_model_name", "_view_count", "_view_module",
+    "_view_module_version", "_view_name",
+}
+
+
+class ExportError(TypeError):
+    """This object cannot be exported (it is not a cnn_widgets view, or the view has no picture)."""
+
+
+# -- the reproducibility record ----------------------------------------------------------------------------
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def versions() -> dict[str, str | None]:
+    """Versions of cnn_widgets, torch and captum in this process."""
+    from . import __version__
+
+    try:
+        import captum
+
+        captum_version: str | None = captum.__version__
+    except ImportError:  # pragma: no cover - captum is a dependency
+        captum_version = _version("captum")
+    return {"cnn_widgets": __version__, "torch": torch.__version__, "captum": captum_version}
+
+
+def model_fields(model: torch.nn.Module) -> dict[str, Any]:
+    """``model`` (module path and class name) and ``parameters`` (count) of a model."""
+    cls = type(model)
+    return {"model": f"{cls.__module__}.{cls.__qualname__}", "parameters": int(sum(p.numel() for p in model.parameters()))}
+
+
+def image_fields(batch: torch.Tensor) -> dict[str, Any]:
+    """``image_sha256`` and ``image_shape`` of the input exactly as given to the model: SHA-256 of its
+    float32 values, C-contiguous, little-endian (so the same image, mean and std give the same hash)."""
+    x = batch.detach().to("cpu", torch.float32).contiguous().numpy().astype("<f4", copy=False)
+    return {"image_sha256": hashlib.sha256(x.tobytes()).hexdigest(), "image_shape": list(x.shape)}
+
+
+def record(widget: Any) -> dict[str, Any]:
+    """How ``widget``'s picture was made, as JSON-ready data (see the module docstring for the keys).
+
+    Each widget contributes its fields through ``_export_record()``; keys that do not apply are ``None``.
+    """
+    fields = _require(widget, "_export_record")()
+    out: dict[str, Any] = {key: None for key in RECORD_KEYS}
+    out.update(fields)
+    out["widget"] = type(widget).__name__
+    out["versions"] = versions()
+    out["timestamp"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    return json.loads(json.dumps(out, default=_jsonable))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.tolist() if value.numel() <= 64 else f"tensor of shape {list(value.shape)}"
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist() if value.size <= 64 else f"array of shape {list(value.shape)}"
+    return repr(value)
+
+
+def _require(widget: Any, method: str) -> Any:
+    fn = getattr(widget, method, None)
+    if fn is None:
+        raise ExportError(
+            f"{type(widget).__name__} cannot be exported: it is not a cnn_widgets view (no {method}()); "
+            "export one of ActivationBrowser, FilterGrid, AttributionView, Compare, ModelSummary, ConvExplainer"
+        )
+    return fn
+
+
+# -- pictures: the browser's canvas arithmetic ------------------------------------------------------------
+
+
+def compose(rows: Sequence[Sequence[np.ndarray]]) -> np.ndarray:
+    """One RGB picture of canvases: ``rows`` top to bottom, each row's canvases left to right, ``GAP``
+    px apart, top-aligned, on white (transparent pixels show the white). Canvases are H×W×3 or H×W×4
+    uint8; empty rows are skipped. Mirrors dom.js ``composeCanvases``."""
+    rows = [[np.asarray(c, np.uint8) for c in row] for row in rows]
+    rows = [row for row in rows if row]
+    if not rows:
+        raise ExportError("this view has nothing to draw yet")
+    widths = [sum(c.shape[1] for c in row) + GAP * (len(row) - 1) for row in rows]
+    heights = [max(c.shape[0] for c in row) for row in rows]
+    out = np.empty((sum(heights) + GAP * (len(rows) - 1), max(widths), 3), np.uint8)
+    out[:] = BACKGROUND
+    y = 0
+    for row, height in zip(rows, heights):
+        x = 0
+        for c in row:
+            h, w = c.shape[:2]
+            if c.shape[2] == 4:
+                a = c[..., 3:4].astype(np.float64) / 255.0
+                rgb = np.rint(c[..., :3] * a + np.array(BACKGROUND) * (1.0 - a)).astype(np.uint8)
+            else:
+                rgb = c
+            out[y:y + h, x:x + w] = rgb
+            x += w + GAP
+        y += height + GAP
+    return out
+
+
+def layout_grid(
+    count: int, tile_h: int, tile_w: int, cols: int | None = None, max_width: int = 640, max_cell: int = 96,
+    min_cell: int = 8,
+) -> dict[str, int]:
+    """grid.js layoutGrid: square cells, tiles magnified by a whole factor when they fit."""
+    n = max(0, int(count))
+    c = max(1, min(n or 1, cols if cols is not None else int(np.ceil(np.sqrt(n)))))
+    rows = -(-n // c)
+    budget = max(min_cell, min(max_cell, max_width // c))
+    gap = 2 if budget >= 16 else 1
+    inner = budget - gap
+    big = max(tile_h, tile_w, 1)
+    if big <= inner:
+        f = inner // big
+        draw_h, draw_w = tile_h * f, tile_w * f
+    else:
+        draw_h = max(1, int(np.floor(inner * tile_h / big + 0.5)))
+        draw_w = max(1, int(np.floor(inner * tile_w / big + 0.5)))
+    cell = max(draw_h, draw_w) + gap
+    return {"count": n, "cols": c, "rows": rows, "cell": cell, "gap": gap, "tileH": tile_h, "tileW": tile_w,
+            "drawH": draw_h, "drawW": draw_w, "width": c * cell, "height": rows * cell}
+
+
+def _tile_origin(L: Mapping[str, int], slot: int) -> tuple[int, int]:
+    col, row = slot % L["cols"], slot // L["cols"]
+    return col * L["cell"] + ((L["cell"] - L["drawW"]) >> 1), row * L["cell"] + ((L["cell"] - L["drawH"]) >> 1)
+
+
+def blit_tiles(L: Mapping[str, int], tiles: np.ndarray, order: Sequence[int]) -> np.ndarray:
+    """grid.js blitTiles: ``tiles`` (count×tileH×tileW×3 uint8) into an RGBA canvas, slot i showing tile
+    ``order[i]``, nearest neighbour; gaps stay transparent."""
+    out = np.zeros((L["height"], L["width"], 4), np.uint8)
+    ys = (np.arange(L["drawH"]) * L["tileH"]) // L["drawH"]
+    xs = (np.arange(L["drawW"]) * L["tileW"]) // L["drawW"]
+    for slot in range(L["count"]):
+        x0, y0 = _tile_origin(L, slot)
+        out[y0:y0 + L["drawH"], x0:x0 + L["drawW"], :3] = tiles[order[slot]][ys][:, xs]
+        out[y0:y0 + L["drawH"], x0:x0 + L["drawW"], 3] = 255
+    return out
+
+
+def outline_slot(canvas: np.ndarray, L: Mapping[str, int], slot: int, color: tuple[int, int, int] = ACCENT) -> None:
+    """dom.js outlineSlot: a 3 px accent frame on the cell's edge and a 1 px white frame inside it."""
+    if slot < 0:
+        return
+    x, y, c = (slot % L["cols"]) * L["cell"], (slot // L["cols"]) * L["cell"], L["cell"]
+
+    def frame(x0: int, y0: int, x1: int, y1: int, width: int, rgb: tuple[int, int, int]) -> None:
+        px = (*rgb, 255)
+        canvas[y0:y0 + width, x0:x1] = px
+        canvas[y1 - width:y1, x0:x1] = px
+        canvas[y0:y1, x0:x0 + width] = px
+        canvas[y0:y1, x1 - width:x1] = px
+
+    frame(x, y, x + c, y + c, 3, color)
+    frame(x + 3, y + 3, x + c - 3, y + c - 3, 1, (255, 255, 255))
+
+
+def scale_nearest(rgb: np.ndarray, height: int, width: int) -> np.ndarray:
+    """An image drawn into height×width with smoothing off (pixel centres, as canvas drawImage does)."""
+    h, w = rgb.shape[:2]
+    ys = np.minimum(((np.arange(height) + 0.5) * h / height).astype(np.intp), h - 1)
+    xs = np.minimum(((np.arange(width) + 0.5) * w / width).astype(np.intp), w - 1)
+    return rgb[ys][:, xs]
+
+
+def detail_size(h: int, w: int, side: int) -> tuple[int, int]:
+    """overlay.js detailSize: (width, height) with the longer side ``side`` px."""
+    s = side / max(h, w, 1)
+    return max(1, int(np.floor(w * s + 0.5))), max(1, int(np.floor(h * s + 0.5)))
+
+
+def paint_detail(image: np.ndarray | None, heat: np.ndarray | None, opacity: float, width: int, height: int) -> np.ndarray:
+    """overlay.js paintDetail: the image unsmoothed, the heat (RGB) stretched bilinearly over it at
+    ``opacity``. The browser's smoothing filter differs slightly from Pillow's, so the heat layer is
+    close to, not byte-equal with, the screen."""
+    out = np.zeros((height, width, 4), np.uint8)
+    if image is not None:
+        out[..., :3] = scale_nearest(image, height, width)
+        out[..., 3] = 255
+    if heat is not None:
+        big = np.asarray(Image.fromarray(np.ascontiguousarray(heat)).resize((width, height), Image.BILINEAR), np.float64)
+        a = opacity if image is not None else 1.0
+        out[..., :3] = np.rint(out[..., :3] * (1.0 - a) + big * a).astype(np.uint8)
+        out[..., 3] = 255
+    return out
+
+
+# -- PNG ---------------------------------------------------------------------------------------------------
+
+
+def image(widget: Any) -> np.ndarray:
+    """The RGB uint8 picture ``widget.to_png`` writes (H×W×3)."""
+    out = np.asarray(_require(widget, "_export_image")())
+    if out.dtype != np.uint8 or out.ndim != 3 or out.shape[2] != 3:
+        raise ExportError(f"{type(widget).__name__}._export_image returned {out.dtype} {out.shape}, not H×W×3 uint8")
+    return out
+
+
+def to_png(widget: Any, path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Write ``widget``'s picture to ``path`` (PNG) and its record to ``<path>.json``; return the record."""
+    path = os.fspath(path)
+    picture = image(widget)
+    rec = record(widget)
+    text = json.dumps(rec, indent=1)
+    info = PngImagePlugin.PngInfo()
+    info.add_text("cnnw-record", text)
+    Image.fromarray(picture, "RGB").save(path, format="PNG", pnginfo=info)
+    with open(path + ".json", "w", encoding="utf-8") as f:
+        f.write(text + "\n")
+    return rec
+
+
+# -- offline HTML ------------------------------------------------------------------------------------------
+
+
+def widget_state(widget: Any, **overrides: Any) -> dict[str, Any]:
+    """The synced state of an ipywidget as its view reads it (``model.get``), without the widget
+    machinery's own keys; ``overrides`` replace values."""
+    keys = [k for k in widget.keys if k not in _INFRA]
+    state = widget.get_state(keys)
+    state.update(overrides)
+    return state
+
+
+def widget_part(widget: Any, state: Mapping[str, Any] | None = None,
+                replies: Mapping[str, Sequence[tuple[Mapping[str, Any], Sequence[Any]]]] | None = None) -> dict[str, Any]:
+    """One anywidget view of an export: its ES module, its state and the messages the page answers its
+    ``model.send({type})`` with (``{type: [(content, buffers), …]}``)."""
+    return {
+        "kind": "widget",
+        "esm": str(widget._esm),
+        "state": dict(widget_state(widget) if state is None else state),
+        "replies": {k: [[dict(c), list(b)] for c, b in v] for k, v in (replies or {}).items()},
+    }
+
+
+def bars_part(title: str, rows: Sequence[Mapping[str, Any]], target: int | None) -> dict[str, Any]:
+    """Prediction bars as plain HTML: ``rows`` of ``{"index", "label", "probability"}``, the row of class
+    ``target`` highlighted."""
+    return {
+        "kind": "bars",
+        "title": title,
+        "rows": [{"index": int(r["index"]), "label": str(r["label"]), "probability": float(r["probability"])} for r in rows],
+        "target": target,
+    }
+
+
+def _pack(value: Any) -> Any:
+    """JSON-ready copy with binary buffers as ``{"$b64": …}`` (the page turns them into DataViews)."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return {"$b64": base64.b64encode(bytes(value)).decode("ascii")}
+    if isinstance(value, Mapping):
+        return {str(k): _pack(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_pack(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _pack(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def script_json(value: Any) -> str:
+    """JSON safe inside a ``<script>`` element: ``<``, ``>``, ``&`` and the line separators escaped."""
+    text = json.dumps(value, ensure_ascii=False, allow_nan=False, default=_jsonable)
+    for ch, esc in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+        text = text.replace(ch, esc)
+    return text
+
+
+# The page: module sources become blob: URLs; the model stand-in serves get/set/on/off/send from the state.
+_LOADER = r"""
+const read = (id) => JSON.parse(document.getElementById(id).textContent);
+function revive(v) {
+  if (Array.isArray(v)) return v.map(revive);
+  if (v && typeof v === "object") {
+    const keys = Object.keys(v);
+    if (keys.length === 1 && keys[0] === "$b64") {
+      const bin = atob(v.$b64);
+      const bytes = new Uint8Array(bin.length);
+      for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+      return new DataView(bytes.buffer);
+    }
+    const out = {};
+    for (const k of keys) out[k] = revive(v[k]);
+    return out;
+  }
+  return v;
+}
+class Model {
+  constructor(state, replies) { this.state = state; this.replies = replies; this.handlers = new Map(); }
+  get(key) { return this.state[key]; }
+  set(key, value) {
+    const old = this.state[key];
+    this.state[key] = value;
+    if (old !== value) { this.emit(`change:${key}`, value); this.emit("change"); }
+  }
+  save_changes() {}
+  on(event, fn) { for (const e of event.split(" ")) { if (!this.handlers.has(e)) this.handlers.set(e, new Set()); this.handlers.get(e).add(fn); } }
+  off(event, fn) { for (const e of (event ?? "").split(" ")) { if (fn) this.handlers.get(e)?.delete(fn); else this.handlers.delete(e); } }
+  emit(event, ...args) { for (const fn of [...(this.handlers.get(event) ?? [])]) fn(...args); }
+  send(content) {
+    for (const [reply, buffers] of this.replies[content?.type] ?? []) setTimeout(() => this.emit("msg:custom", reply, buffers), 0);
+  }
+}
+function bars(part) {
+  const fig = document.createElement("figure");
+  fig.className = "cnnw-export-bars";
+  const cap = document.createElement("figcaption");
+  cap.textContent = part.title;
+  fig.append(cap);
+  for (const row of part.rows) {
+    const line = document.createElement("div");
+    line.className = row.index === part.target ? "cnnw-export-bar cnnw-export-target" : "cnnw-export-bar";
+    const label = document.createElement("span");
+    label.className = "cnnw-export-label";
+    label.textContent = row.label;
+    const track = document.createElement("span");
+    track.className = "cnnw-export-track";
+    const fill = document.createElement("span");
+    fill.className = "cnnw-export-fill";
+    fill.style.width = `${(100 * Math.min(1, Math.max(0, row.probability))).toFixed(2)}%`;
+    track.append(fill);
+    const value = document.createElement("span");
+    value.className = "cnnw-export-value";
+    value.textContent = `${(100 * row.probability).toFixed(1)}%`;
+    line.append(label, track, value);
+    fig.append(line);
+  }
+  return fig;
+}
+const parts = read("cnnw-state");
+const host = document.getElementById("cnnw-export");
+let rendered = 0;
+for (const part of parts) {
+  const el = document.createElement("div");
+  el.className = "cnnw-export-part";
+  host.append(el);
+  if (part.kind === "bars") { el.append(bars(part)); continue; }
+  const url = URL.createObjectURL(new Blob([part.esm], { type: "text/javascript" }));
+  let def = (await import(url)).default;
+  if (typeof def === "function") def = await def();
+  const model = new Model(revive(part.state), revive(part.replies));
+  const experimental = { invoke: () => Promise.reject(new Error("no kernel in an exported page")) };
+  if (def.initialize) await def.initialize({ model, experimental });
+  await def.render({ model, el, experimental });
+  rendered += 1;
+}
+document.body.dataset.rendered = String(rendered);
+"""
+
+_PAGE_CSS = """
+:root { color-scheme: light; }
+body { margin: 16px; font: 13px/1.4 system-ui, -apple-system, "Segoe UI", sans-serif; color: #222; background: #fff; }
+#cnnw-export { display: flex; flex-flow: row wrap; align-items: flex-start; gap: 16px; }
+.cnnw-export-note { color: #555; margin: 0 0 12px; }
+.cnnw-export-bars { margin: 0; min-width: 320px; }
+.cnnw-export-bars figcaption { font-weight: 600; margin-bottom: 6px; }
+.cnnw-export-bar { display: grid; grid-template-columns: 9em 160px 4em; gap: 8px; align-items: center; margin: 4px 0; }
+.cnnw-export-label { overflow: hidden; text-overflow: ellipsis; white-space: nowrap; text-align: right; }
+.cnnw-export-track { display: block; height: 18px; background: #eee; }
+.cnnw-export-fill { display: block; height: 100%; background: #9e9e9e; }
+.cnnw-export-target .cnnw-export-fill { background: #1976d2; }
+.cnnw-export-target .cnnw-export-label { font-weight: 600; }
+"""
+
+# no network at all: scripts only inline or from blob: URLs the page made, images only data:/blob:
+_CSP = ("default-src 'none'; script-src 'unsafe-inline' blob:; style-src 'unsafe-inline'; "
+        "img-src data: blob:; font-src data:")
+
+
+def html_document(widget: Any) -> str:
+    """The text of ``widget``'s self-contained HTML export (see :func:`save_html`)."""
+    parts = _require(widget, "_export_html")()
+    rec = record(widget)
+    title = f"cnn_widgets {type(widget).__name__}"
+    note = (f"{type(widget).__name__} exported {rec['timestamp']} — a snapshot: controls over the data in this "
+            "file work, anything that needs the Python kernel does not.")
+    return "\n".join([
+        "<!doctype html>",
+        '<html lang="en">',
+        "<head>",
+        '<meta charset="utf-8">',
+        f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">',
+        f"<title>{html.escape(title)}</title>",
+        f"<style>{_PAGE_CSS}</style>",
+        "</head>",
+        "<body>",
+        f'<p class="cnnw-export-note">{html.escape(note)}</p>',
+        '<main id="cnnw-export"></main>',
+        f'<script type="application/json" id="cnnw-record">{script_json(rec)}</script>',
+        f'<script type="application/json" id="cnnw-state">{script_json(_pack(parts))}</script>',
+        f'<script type="module">{_LOADER}</script>',
+        "</body>",
+        "</html>",
+        "",
+    ])
+
+
+def save_html(widget: Any, path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Write ``widget`` as one self-contained HTML file at ``path``; return the record embedded in it."""
+    text = html_document(widget)
+    with open(os.fspath(path), "w", encoding="utf-8") as f:
+        f.write(text)
+    start = text.index('id="cnnw-record">') + len('id="cnnw-record">')
+    return json.loads(text[start:text.index("</script>", start)])
+
+
+# -- the views' pictures (each widget's _export_image delegates here) ---------------------------------------
+
+VECTOR_COLS = 32  # activation_browser.js
+ACTIVATION_DETAIL_SIDE = 320  # activation_browser.js DETAIL_SIDE
+FILTER_GRID = {"max_width": 560, "max_cell": 64}  # filter_grid.js GRID_WIDTH, GRID_CELL
+FILTER_DETAIL = {"max_width": 240, "max_cell": 96}  # filter_grid.js DETAIL_WIDTH
+
+
+def _slice_range(values: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """codec.js sliceRange: per-slice min and max of ``count`` consecutive slices (0 when empty)."""
+    v = np.asarray(values, np.float32).reshape(count, -1)
+    if v.shape[1] == 0:
+        return np.zeros(count), np.zeros(count)
+    return v.min(axis=1).astype(np.float64), v.max(axis=1).astype(np.float64)
+
+
+def _sort_order(mode: str, means: np.ndarray, maxs: np.ndarray, count: int) -> list[int]:
+    """grid.js sortOrder: index order, or descending mean / max with ties in index order."""
+    if mode == "index":
+        return list(range(count))
+    key = means if mode == "mean" else maxs
+    return sorted(range(count), key=lambda c: (-float(key[c]), c))
+
+
+def activation_browser_image(widget: Any) -> np.ndarray:
+    """ActivationBrowser: the channel grid of the shown layer and the enlarged view beside it."""
+    from . import colormap, wire
+
+    name = widget.layer
+    meta = next(m for m in widget._meta["layers"] if m["name"] == name)
+    msg = widget._layers.get(name)
+    count, tile_h, tile_w = (int(d) for d in meta["shape"])
+    values = wire.decode(msg).astype(np.float32).reshape(count, tile_h * tile_w)
+    mins, maxs = wire.extrema(msg)
+    if len(mins) != count:  # vectors travel as one slice; their tiles are the single values
+        mins, maxs = _slice_range(values, count)
+    vector = meta["kind"] == "vector"
+    cmap = widget.colormap
+    mode = "layer" if vector and widget.scale == "channel" else widget.scale
+    lo, hi = colormap.tile_ranges(mode, mins, maxs, colormap.is_diverging(cmap), tuple(widget._meta["global"]))
+    tiles = colormap.apply(values, lo[:, None], hi[:, None], cmap).reshape(count, tile_h, tile_w, 3)
+    L = layout_grid(count, tile_h, tile_w, cols=min(count, VECTOR_COLS) if vector else None)
+    order = _sort_order(widget.sort, values.astype(np.float64).mean(axis=1), np.asarray(maxs, np.float64), count)
+    grid = blit_tiles(L, tiles, order)
+    ch = widget.channel
+    if 0 <= ch < count:
+        outline_slot(grid, L, order.index(ch))
+    picture = wire.decode(widget._image)
+    width, height = detail_size(picture.shape[0], picture.shape[1], ACTIVATION_DETAIL_SIDE)
+    heat = tiles[ch] if 0 <= ch < count and not vector else None
+    return compose([[grid, paint_detail(picture, heat, float(widget.opacity), width, height)]])
+
+
+def filter_tiles(weights: np.ndarray, k: int, groups: int = 1) -> tuple[np.ndarray, bool]:
+    """filters.js filterTiles: one tile per filter (O × values): input channel ``k``, or with k = -1 the
+    mean over input channels (a float32 running sum, then a float32 division) — or for an ungrouped
+    3-channel layer the R, G, B planes (then ``rgb`` is True)."""
+    O, I = weights.shape[:2]
+    if k == -1 and I == 3 and groups == 1:
+        return weights.reshape(O, -1), True
+    if k >= 0:
+        return weights[:, k].reshape(O, -1), False
+    acc = np.zeros((O, weights[0, 0].size), np.float32)
+    for i in range(I):
+        acc += weights[:, i].reshape(O, -1)
+    return acc / np.float32(I), False
+
+
+def filter_grid_image(widget: Any) -> np.ndarray:
+    """FilterGrid: the filter tiles and, with a filter selected, its input channels beside them."""
+    from . import colormap, wire
+
+    w = widget._weights
+    weights = wire.decode(w["tensor"]).astype(np.float32)
+    O, I, kh, kw = weights.shape
+    size = kh * kw
+    k = int(widget.input_channel)
+    values, rgb = filter_tiles(weights, k if k < I else -1, int(w["info"]["groups"]))
+    mins, maxs = _slice_range(values, O)
+    cmap = widget.colormap
+    mode = "layer" if widget.scale == "layer" else "channel"
+    lo, hi = colormap.tile_ranges(mode, mins, maxs, not rgb and colormap.is_diverging(cmap))
+    if rgb:
+        idx = colormap.color_index(values.reshape(O, 3, size), lo[:, None, None], hi[:, None, None])
+        tiles = idx.transpose(0, 2, 1).reshape(O, kh, kw, 3).astype(np.uint8)
+    else:
+        tiles = colormap.apply(values, lo[:, None], hi[:, None], cmap).reshape(O, kh, kw, 3)
+    L = layout_grid(O, kh, kw, **FILTER_GRID)
+    grid = blit_tiles(L, tiles, range(O))
+    sel = int(widget.selected)
+    row = [grid]
+    if 0 <= sel < O:
+        outline_slot(grid, L, sel)
+        own = weights[sel].reshape(I, size)
+        a, b = colormap.color_range(float(own.min()), float(own.max()), colormap.is_diverging(cmap))
+        detail = colormap.apply(own, a, b, cmap).reshape(I, kh, kw, 3)
+        row.append(blit_tiles(layout_grid(I, kh, kw, cols=I if I <= 4 else None, **FILTER_DETAIL), detail, range(I)))
+    return compose([row])
+
+
+def overlay_pixels(image: np.ndarray, values: np.ndarray | None, *, sign: str, colormap_name: str,
+                   clip_percentile: float, opacity: float) -> np.ndarray:
+    """An attribution map over its image as attribution_view.js and compare.js paint it (one range per map)."""
+    from . import colormap
+
+    if values is None:
+        return np.asarray(image, np.uint8)
+    name = colormap.overlay_colormap(colormap_name, sign)
+    lo, hi, _ = colormap.overlay_range(colormap.sorted_magnitudes(values, sign), clip_percentile, colormap.is_diverging(name))
+    return colormap.blend_overlay(image, values, sign=sign, lo=lo, hi=hi, table=colormap.lut(name), opacity=opacity)
+
+
+def attribution_view_image(view: Any) -> np.ndarray:
+    """AttributionView: the heatmap over the input image (the canvas; the bqplot bars are not in it)."""
+    from . import wire
+
+    canvas = view._canvas
+    picture = wire.decode(canvas._image)
+    result = canvas._result
+    values = None
+    if result.get("map") and not view.error:
+        m = wire.decode(result["map"]).astype(np.float32)
+        if m.shape[-2:] == picture.shape[:2]:
+            values = m.reshape(picture.shape[:2])
+    return compose([[overlay_pixels(picture, values, sign=view.sign, colormap_name=view.colormap,
+                                    clip_percentile=float(view.clip_percentile), opacity=float(view.opacity))]])
