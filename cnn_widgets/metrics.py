@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 import math
 import operator
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Union
 
@@ -144,58 +144,130 @@ def insertion_auc(
                   batch_size, seed)
 
 
+def curves(
+    model: nn.Module,
+    image: Image,
+    maps: Sequence[Map],
+    targets: Sequence[int | None] | None = None,
+    *,
+    baseline: str | Image = "blur",
+    steps: int = 32,
+    mean: Stats = None,
+    std: Stats = None,
+    output: Output = None,
+    batch_size: int = 64,
+    seed: int = 0,
+    progress: Callable[[float], None] | None = None,
+) -> list[tuple[Curve, Curve]]:
+    """The (deletion, insertion) curves of many maps on one image, every perturbed image of every
+    curve evaluated together in forward passes of ``batch_size`` images: what :func:`deletion_auc`
+    and :func:`insertion_auc` give for each map, at a fraction of the calls (the
+    :class:`~cnn_widgets.Metrics` table uses it). ``targets``: one per map (``None`` entries: the
+    map's own target if it is an ``Attribution``, else the top prediction). ``progress(fraction)`` is
+    called after each forward pass and may raise :class:`cnn_widgets.Cancelled`. Other arguments as in
+    :func:`deletion_auc`."""
+    if isinstance(maps, (torch.Tensor, np.ndarray, Attribution)) or not isinstance(maps, Sequence):
+        raise TypeError(f"maps must be a list of maps (tensors, arrays or Attributions), got {type(maps).__name__}")
+    if targets is not None and (isinstance(targets, str) or not isinstance(targets, Sequence)
+                                or len(targets) != len(maps)):
+        raise ValueError(f"targets must be a list with one entry (class index or None) per map ({len(maps)})")
+    plans = [(kind, m, None if targets is None else targets[i]) for i, m in enumerate(maps)
+             for kind in ("deletion", "insertion")]
+    found = _curves(plans, model, image, baseline, steps, mean, std, output, batch_size, seed, progress)
+    return [(found[2 * i], found[2 * i + 1]) for i in range(len(maps))]
+
+
 def _curve(
     kind: str, model: nn.Module, image: Image, attribution_map: Map, target: Any, baseline: Any,
     steps: Any, mean: Stats, std: Stats, output: Output, batch_size: Any, seed: Any,
 ) -> Curve:
+    return _curves([(kind, attribution_map, target)], model, image, baseline, steps, mean, std, output,
+                   batch_size, seed, None)[0]
+
+
+def _curves(
+    plans: list[tuple[str, Map, Any]], model: nn.Module, image: Image, baseline: Any, steps: Any, mean: Stats,
+    std: Stats, output: Output, batch_size: Any, seed: Any, progress: Callable[[float], None] | None,
+) -> list[Curve]:
+    """One curve per (kind, map, target) plan on one image; all perturbed images in shared batches."""
     check_model(model)
     outputs.check_output(output)
     steps = _positive_int("steps", steps)
     batch_size = _positive_int("batch_size", batch_size)
     seed = _seed(seed)
+    if progress is not None and not callable(progress):
+        raise TypeError(f"progress must be a callable taking the fraction done, got {type(progress).__name__}")
     to_batch(image, mean, std, model=model, single=True)  # every check of image against mean/std
     pixels = to_batch(image, model=model, single=True)
-    heat, map_target = _map_of(attribution_map, "attribution_map", pixels.shape[2:])
-    target = map_target if target is None else class_index(target)
-    base_name, base = _baseline(baseline, pixels, model)
     h, w = pixels.shape[2:]
+    checked = []
+    for kind, attribution_map, target in plans:
+        heat, map_target = _map_of(attribution_map, "attribution_map", pixels.shape[2:])
+        checked.append((kind, heat, map_target if target is None else class_index(target)))
+    base_name, base = _baseline(baseline, pixels, model)
     counts = torch.round(torch.arange(steps + 1, dtype=torch.float64) * (h * w) / steps).long()
-    rank = torch.empty(h * w, dtype=torch.long)
-    rank[torch.argsort(heat.flatten(), descending=True, stable=True)] = torch.arange(h * w)
-    moved = (rank[None, :] < counts[:, None]).reshape(steps + 1, 1, h, w)  # removed / inserted pixels
-    missing = moved if kind == "deletion" else ~moved
-    if base_name == "road":
-        filled = road_impute(pixels, missing, seed=seed)
-    else:
-        filled = torch.where(missing, base, pixels)
-    probs = _probabilities(model, filled, mean, std, output, batch_size)
-    check_target_range([target], probs.shape[1])
-    intact = 0 if kind == "deletion" else steps
-    if target is None:
-        target = int(probs[intact].argmax())
-    p = probs[:, target]
-    reference = float(p[intact])
-    if not reference > 0.0:
-        raise ValueError(
-            f"the model gives class {target} a probability of {reference:g} on the intact image, so a "
-            "curve normalised to it is undefined; pick a target the model considers possible"
-        )
-    scores = (p / reference).clamp(0.0, 1.0)
+
+    def perturbed(kind: str, heat: torch.Tensor) -> torch.Tensor:
+        """The steps + 1 images of one curve."""
+        rank = torch.empty(h * w, dtype=torch.long)
+        rank[torch.argsort(heat.flatten(), descending=True, stable=True)] = torch.arange(h * w)
+        moved = (rank[None, :] < counts[:, None]).reshape(steps + 1, 1, h, w)  # removed / inserted pixels
+        missing = moved if kind == "deletion" else ~moved
+        if base_name == "road":
+            return road_impute(pixels, missing, seed=seed)
+        return torch.where(missing, base, pixels)
+
+    images = (perturbed(kind, heat) for kind, heat, _ in checked)
+    probs = _probabilities(model, images, len(checked) * (steps + 1), mean, std, output, batch_size, progress)
     fractions = counts.double() / (h * w)
-    auc = float(torch.trapezoid(scores, fractions))
-    return Curve(kind, fractions.float(), scores.float(), p.float(), auc, int(target), base_name)
+    found = []
+    for i, (kind, _, target) in enumerate(checked):
+        rows = probs[i * (steps + 1):(i + 1) * (steps + 1)]
+        check_target_range([target], rows.shape[1])
+        intact = 0 if kind == "deletion" else steps
+        if target is None:
+            target = int(rows[intact].argmax())
+        p = rows[:, target]
+        reference = float(p[intact])
+        if not reference > 0.0:
+            raise ValueError(
+                f"the model gives class {target} a probability of {reference:g} on the intact image, so a "
+                "curve normalised to it is undefined; pick a target the model considers possible"
+            )
+        scores = (p / reference).clamp(0.0, 1.0)
+        auc = float(torch.trapezoid(scores, fractions))
+        found.append(Curve(kind, fractions.float(), scores.float(), p.float(), auc, int(target), base_name))
+    return found
 
 
 def _probabilities(
-    model: nn.Module, pixels: torch.Tensor, mean: Stats, std: Stats, output: Output, batch_size: int
+    model: nn.Module, pixels: Iterable[torch.Tensor], total: int, mean: Stats, std: Stats, output: Output,
+    batch_size: int, progress: Callable[[float], None] | None = None,
 ) -> torch.Tensor:
-    """Probabilities (N, classes) of every row of ``pixels`` (unnormalised), float64 on the CPU."""
+    """Probabilities (N, classes), float64 on the CPU, of the rows of the (n, C, H, W) unnormalised
+    tensors ``pixels`` yields (``total`` rows in all), regrouped into forward passes of ``batch_size``."""
     rows = []
+    pending: list[torch.Tensor] = []
+    waiting = done = 0
+
+    def run(batch: torch.Tensor) -> None:
+        nonlocal done
+        x = model_input(model, to_batch(batch, mean, std))
+        rows.append(outputs.select(call_forward(model, x), output).detach().double().cpu())
+        done += batch.shape[0]
+        if progress is not None:
+            progress(done / max(total, 1))
+
     with model_session(model, eval_mode=True), torch.no_grad():
-        for start in range(0, pixels.shape[0], batch_size):
-            x = model_input(model, to_batch(pixels[start:start + batch_size], mean, std))
-            scores = outputs.select(call_forward(model, x), output)
-            rows.append(scores.detach().double().cpu())
+        for part in pixels:
+            pending.append(part)
+            waiting += part.shape[0]
+            while waiting >= batch_size:
+                joined = torch.cat(pending)
+                run(joined[:batch_size])
+                pending, waiting = [joined[batch_size:]], waiting - batch_size
+        if waiting:
+            run(torch.cat(pending))
     scores = torch.cat(rows)
     if not bool(torch.isfinite(scores).all()):
         raise ValueError(
@@ -338,6 +410,7 @@ def randomization_test(
     target: int | None = None,
     *,
     layers: Sequence[str] | None = None,
+    layer: str | None = None,
     mean: Stats = None,
     std: Stats = None,
     output: Output = None,
@@ -353,8 +426,9 @@ def randomization_test(
     the weights it depends on are destroyed; one that stays high shows the input, not the model.
 
     ``method``: a name from :data:`cnn_widgets.METHODS`, run by :func:`cnn_widgets.attribute` with
-    ``target`` (default: the top prediction of the intact model, kept fixed through the cascade), the
-    layer it chose on the intact copy, ``mean``/``std``, ``output`` and ``options``; or a callable
+    ``target`` (default: the top prediction of the intact model, kept fixed through the cascade),
+    ``layer`` (for methods that need one; default the layer it chose on the intact copy),
+    ``mean``/``std``, ``output`` and ``options``; or a callable
     ``method(model, image) -> map`` (an H×W tensor or array, or an ``Attribution``) given the copy and
     ``image`` as passed here, which picks its own target and options (``target`` must then be
     ``None``).
@@ -369,6 +443,29 @@ def randomization_test(
     is called after each step and may raise :class:`cnn_widgets.Cancelled`. The user's model is only
     copied (under its lock), never run or changed.
     """
+    return [(name, rho) for name, rho, _ in randomization_maps(
+        model, image, method, target, layers=layers, layer=layer, mean=mean, std=std, output=output,
+        seed=seed, options=options, progress=progress)[1]]
+
+
+def randomization_maps(
+    model: nn.Module,
+    image: Image,
+    method: Method,
+    target: int | None = None,
+    *,
+    layers: Sequence[str] | None = None,
+    layer: str | None = None,
+    mean: Stats = None,
+    std: Stats = None,
+    output: Output = None,
+    seed: int = 0,
+    options: Mapping[str, Any] | None = None,
+    progress: Callable[[float], None] | None = None,
+) -> tuple[torch.Tensor, list[tuple[str, float, torch.Tensor]]]:
+    """:func:`randomization_test` with the maps: ``(original map, [(layer, spearman, map after that
+    step), …])``, maps H×W float64 on the CPU — what the :class:`~cnn_widgets.Metrics` slider shows.
+    Arguments as in :func:`randomization_test`."""
     check_model(model)
     if is_script(model):
         raise TypeError(
@@ -386,12 +483,14 @@ def randomization_test(
             f"method must be a name from cnn_widgets.METHODS or a callable (model, image) -> map, got "
             f"{type(method).__name__}"
         )
-    elif target is not None:
-        raise ValueError("target is for METHODS names; a callable method chooses its own target, so pass target=None")
+    elif target is not None or layer is not None:
+        raise ValueError("target and layer are for METHODS names; a callable method chooses its own target and layer, so pass None")
     if options is not None and (not isinstance(options, Mapping) or not isinstance(method, str)):
         raise TypeError("options must be a dict of the method's options, and only goes with a METHODS name")
     if target is not None:
         target = class_index(target)
+    if layer is not None:
+        check_layer_names(model, [layer])
     to_batch(image, mean, std, model=model)  # bad images fail before the copy is made
     with model_session(model):  # under the lock, so no widget's hooks are copied along
         try:
@@ -405,7 +504,7 @@ def randomization_test(
     if not steps:
         raise ValueError("the model has no parameterised layers that run, so there is nothing to randomise")
 
-    chosen: dict[str, Any] = {"target": target, "layer": None}
+    chosen: dict[str, Any] = {"target": target, "layer": layer}
 
     def compute() -> torch.Tensor:
         if callable(method):
@@ -421,7 +520,7 @@ def randomization_test(
 
     original = compute()
     generator = torch.Generator().manual_seed(seed)
-    results: list[tuple[str, float]] = []
+    results: list[tuple[str, float, torch.Tensor]] = []
     for i, (name, modules) in enumerate(steps):
         step_seed = int(torch.randint(0, 2**62, (1,), generator=generator))
         for module in modules:
@@ -430,10 +529,10 @@ def randomization_test(
         if current.shape != original.shape:
             raise ValueError(f"the method returned a {tuple(current.shape)} map after randomising {name!r}, "
                              f"but {tuple(original.shape)} before")
-        results.append((name, spearman(original, current)))
+        results.append((name, spearman(original, current), current))
         if progress is not None:
             progress((i + 1) / len(steps))
-    return results
+    return original, results
 
 
 def _own_params(module: nn.Module) -> list[nn.Parameter]:
@@ -489,6 +588,179 @@ def _reinitialise(module: nn.Module, seed: int) -> None:
         for p in params:
             order = torch.randperm(p.numel(), generator=generator).to(p.device)
             p.copy_(p.flatten()[order].view_as(p))
+
+
+# --- Captum's infidelity and sensitivity -----------------------------------------------------------
+
+INFIDELITY_NOISE = 0.05
+"""Default standard deviation of :func:`infidelity`'s Gaussian perturbations, in 0‥1 pixel units."""
+
+SENSITIVITY_RADIUS = 0.02
+"""Default radius of :func:`sensitivity_max`'s perturbations (L∞ ball, 0‥1 pixel units; Captum's value,
+about 5/255)."""
+
+
+def infidelity(
+    model: nn.Module,
+    image: Image,
+    attribution_map: Map,
+    target: int | None = None,
+    *,
+    noise: float = INFIDELITY_NOISE,
+    n_perturb_samples: int = 32,
+    normalize: bool = True,
+    mean: Stats = None,
+    std: Stats = None,
+    output: Output = None,
+    batch_size: int = 64,
+    seed: int = 0,
+) -> float:
+    """Captum's ``infidelity`` (Yeh et al. 2019) of a map: the expected squared error between the
+    change of the target's score when the image is perturbed, f(x) − f(x − I), and what the map
+    predicts for it, Iᵀφ. Lower is better (0: the map is an exact linear model of the score nearby).
+
+    Perturbations I: Gaussian noise of standard deviation ``noise`` (pixel units, before ``mean``/
+    ``std``), one value per pixel shared by its channels, since the map has one value per pixel (it is
+    spread evenly over the channels for Iᵀφ); ``n_perturb_samples`` of them drawn from ``seed`` (the
+    global RNG is not used). ``normalize=True`` (default, Captum's option) rescales the map by the
+    least-squares factor first, so maps in different units (gradients, CAM activations) compare fairly;
+    with ``False`` the value is in the score's units squared. The score is the one
+    :func:`cnn_widgets.attribute` explains: the selected class score (``output=``), softmaxed or not as
+    the model returns it. ``target``: default the Attribution's target or the top prediction.
+    Forward passes of up to ``batch_size`` images run in eval mode in one model session; the model is
+    left untouched."""
+    from captum.metrics import infidelity as captum_infidelity
+
+    check_model(model)
+    outputs.check_output(output)
+    noise = _positive_float("noise", noise)
+    n = _positive_int("n_perturb_samples", n_perturb_samples)
+    batch_size = _positive_int("batch_size", batch_size)
+    seed = _seed(seed)
+    if not isinstance(normalize, bool):
+        raise TypeError(f"normalize must be True or False, got {normalize!r}")
+    to_batch(image, mean, std, model=model, single=True)
+    pixels = to_batch(image, model=model, single=True)
+    heat, map_target = _map_of(attribution_map, "attribution_map", pixels.shape[2:])
+    target = map_target if target is None else class_index(target)
+    c = pixels.shape[1]
+    phi = (heat / c).to(pixels.dtype).expand(1, c, -1, -1).contiguous()
+    generator = torch.Generator().manual_seed(seed)
+
+    def perturb(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        shape = (x.shape[0], 1, *x.shape[2:])
+        i = (noise * torch.randn(shape, generator=generator, dtype=x.dtype)).expand_as(x)
+        return i, x - i
+
+    with model_session(model, eval_mode=True), torch.no_grad():
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            scores = outputs.select(call_forward(model, model_input(model, to_batch(x, mean, std))), output)
+            return scores.to(x.dtype).cpu()
+
+        if target is None:
+            target = int(forward(pixels).argmax(dim=1)[0])
+        check_target_range([target], forward(pixels).shape[1])
+        try:
+            value = captum_infidelity(
+                forward, perturb, pixels, phi, target=target, n_perturb_samples=n,
+                max_examples_per_batch=min(batch_size, n), normalize=normalize,
+            )
+        except AssertionError as err:  # Captum checks shapes with assert
+            raise ValueError(f"infidelity: {err}") from err
+    return float(value.flatten()[0])
+
+
+def sensitivity_max(
+    model: nn.Module,
+    image: Image,
+    method: Method,
+    target: int | None = None,
+    *,
+    layer: str | None = None,
+    radius: float = SENSITIVITY_RADIUS,
+    n_perturb_samples: int = 8,
+    mean: Stats = None,
+    std: Stats = None,
+    output: Output = None,
+    options: Mapping[str, Any] | None = None,
+    seed: int = 0,
+    progress: Callable[[float], None] | None = None,
+) -> float:
+    """Captum's ``sensitivity_max`` (Yeh et al. 2019) of a method on an image: the largest relative
+    change of its map, ‖φ(x + δ) − φ(x)‖ / ‖φ(x)‖ (Frobenius norms), over ``n_perturb_samples``
+    perturbations δ drawn uniformly from the L∞ ball of ``radius`` pixel units (before ``mean``/``std``).
+    Lower is better: a map that jumps under invisible noise explains the noise.
+
+    ``method``: a name from :data:`cnn_widgets.METHODS`, run through :func:`cnn_widgets.attribute`
+    (with ``target`` — default the top prediction on the intact image, kept for every perturbed copy
+    —, ``layer`` — default the one it picks on the intact image —, ``mean``/``std``, ``output`` and
+    ``options``) on all perturbed copies in one batch; or a callable ``method(model, image) -> map``
+    called per image. The perturbations, and methods that draw random numbers, use the global RNG
+    seeded from ``seed`` inside ``torch.random.fork_rng``: same seed, same number, and the caller's RNG
+    state is unchanged. ``progress(fraction)`` may raise :class:`cnn_widgets.Cancelled`. Every
+    attribution goes through :func:`cnn_widgets.attribute`'s model session; the model is left
+    untouched."""
+    from captum.metrics import sensitivity_max as captum_sensitivity
+
+    check_model(model)
+    outputs.check_output(output)
+    radius = _positive_float("radius", radius)
+    n = _positive_int("n_perturb_samples", n_perturb_samples)
+    seed = _seed(seed)
+    if progress is not None and not callable(progress):
+        raise TypeError(f"progress must be a callable taking the fraction done, got {type(progress).__name__}")
+    if isinstance(method, str):
+        check_method(method)
+    elif not callable(method):
+        raise TypeError(
+            f"method must be a name from cnn_widgets.METHODS or a callable (model, image) -> map, got "
+            f"{type(method).__name__}"
+        )
+    elif target is not None or layer is not None or options is not None:
+        raise ValueError("target, layer and options are for METHODS names; a callable method chooses its own")
+    if target is not None:
+        target = class_index(target)
+    to_batch(image, mean, std, model=model, single=True)
+    pixels = to_batch(image, model=model, single=True)
+    chosen: dict[str, Any] = {"target": target, "layer": layer}
+    calls = {"done": 0}
+
+    def explain(x: torch.Tensor | tuple[torch.Tensor]) -> torch.Tensor:
+        if isinstance(x, tuple):  # Captum passes the unperturbed input as a 1-tuple
+            x = x[0]
+        if callable(method):
+            maps = [_map_of(method(model, x[i]), "the method's map", x.shape[2:])[0] for i in range(x.shape[0])]
+            heat = torch.stack(maps)
+        else:
+            with torch.enable_grad():  # Captum runs this under no_grad; gradient methods need it
+                found = attribute(
+                    model, x, method, [chosen["target"]] * x.shape[0] if chosen["target"] is not None else None,
+                    chosen["layer"] if check_method(method).needs_layer else None, mean, std, output=output,
+                    options=options,
+                )
+            if chosen["target"] is None:
+                chosen["target"] = found.target[0]
+            if chosen["layer"] is None:
+                chosen["layer"] = found.layer
+            heat = found.map.double()
+        calls["done"] += 1
+        if progress is not None:
+            progress(calls["done"] / 2)
+        return heat[:, None].to(x.dtype)
+
+    def perturb(x: torch.Tensor, perturb_radius: float) -> torch.Tensor:
+        return x + torch.empty_like(x).uniform_(-perturb_radius, perturb_radius)
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        try:
+            value = captum_sensitivity(
+                explain, pixels, perturb_func=perturb, perturb_radius=radius, n_perturb_samples=n,
+                max_examples_per_batch=n,
+            )
+        except AssertionError as err:
+            raise ValueError(f"sensitivity_max: {err}") from err
+    return float(value.flatten()[0])
 
 
 # --- rank correlation and localisation ------------------------------------------------------------
@@ -609,6 +881,13 @@ def _positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
     return int(value)
+
+
+def _positive_float(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+    return float(value)
 
 
 def _non_negative_int(name: str, value: Any) -> int:
