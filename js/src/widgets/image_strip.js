@@ -34,6 +34,10 @@ const STRIP_CSS = `
   border-color: var(--jp-brand-color1, #1976d2);
   background: var(--jp-layout-color2, #eef3fb);
 }
+.cnnw-image-strip .cnnw-thumb:focus {
+  outline: 2px solid var(--jp-brand-color1, #1976d2);
+  outline-offset: 1px;
+}
 .cnnw-image-strip .cnnw-thumb canvas {
   image-rendering: pixelated;
 }
