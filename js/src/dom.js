@@ -96,9 +96,168 @@ export class Scope {
 export function mountRoot(el, kind) {
   const root = h("div", { className: `cnnw-root ${kind}` });
   suppressShortcuts(root);
-  const style = h("style", { text: CSS });
+  const style = h("style", { text: CSS + SAVE_CSS });
   el.replaceChildren(style, root);
+  // after render() has built the view (synchronously), so the button comes last in the tab order
+  queueMicrotask(() => addSaveButton(root, kind));
   return root;
+}
+
+// -- "save PNG": the pixels on screen as one picture (cnn_widgets/export.py writes the same from Python)
+
+/** Gap (px) between composed canvases: export.py GAP. */
+export const EXPORT_GAP = 8;
+
+const SAVE_CSS = `
+.cnnw-save-row {
+  display: flex;
+  align-items: center;
+  gap: 8px;
+}
+.cnnw-save-status {
+  color: var(--jp-ui-font-color2, #555);
+  font-size: var(--cnnw-small-font-size, 12px);
+}
+`;
+
+/**
+ * What a PNG export shows: every rendered canvas (and svg) of the view of at least 2×2 pixels (so a
+ * 256×1 colour bar is left out), grouped into rows by their `data-row` attribute (one row without it), in
+ * document order.
+ * @param {HTMLElement} root
+ * @returns {Array<Array<HTMLCanvasElement | SVGSVGElement>>}
+ */
+export function exportSources(root) {
+  /** @type {Map<string, Array<HTMLCanvasElement | SVGSVGElement>>} */
+  const rows = new Map();
+  for (const node of root.querySelectorAll("canvas, svg")) {
+    if (node.parentElement?.closest("svg")) continue; // an svg inside an svg is drawn with it
+    if (!node.getClientRects().length) continue; // hidden
+    const [w, h] = sourceSize(/** @type {any} */ (node));
+    if (w < 2 || h < 2) continue;
+    const key = /** @type {HTMLElement} */ (node).dataset?.row ?? "";
+    if (!rows.has(key)) rows.set(key, []);
+    rows.get(key)?.push(/** @type {any} */ (node));
+  }
+  return [...rows.values()];
+}
+
+/**
+ * Pixel size of a source: a canvas's own pixels, an svg's width/height attributes (else its box).
+ * @param {HTMLCanvasElement | SVGSVGElement} node
+ * @returns {[number, number]}
+ */
+function sourceSize(node) {
+  if (node instanceof HTMLCanvasElement) return [node.width, node.height];
+  const w = Number(node.getAttribute("width")) || node.getBoundingClientRect().width;
+  const h = Number(node.getAttribute("height")) || node.getBoundingClientRect().height;
+  return [Math.round(w), Math.round(h)];
+}
+
+/**
+ * An svg as an image: a copy with each element's computed paint inlined (the view's stylesheet does not
+ * travel with it).
+ * @param {SVGSVGElement} svg
+ * @returns {Promise<HTMLImageElement>}
+ */
+function svgImage(svg) {
+  const copy = /** @type {SVGSVGElement} */ (svg.cloneNode(true));
+  const from = [svg, ...svg.querySelectorAll("*")];
+  const to = [copy, ...copy.querySelectorAll("*")];
+  const keys = ["fill", "fill-opacity", "stroke", "stroke-width", "stroke-opacity", "stroke-dasharray", "opacity",
+    "font-family", "font-size", "font-weight", "visibility"];
+  from.forEach((node, i) => {
+    const cs = getComputedStyle(node);
+    const target = /** @type {SVGElement} */ (to[i]);
+    for (const k of keys) target.style.setProperty(k, cs.getPropertyValue(k));
+  });
+  const [w, h] = sourceSize(svg);
+  copy.setAttribute("xmlns", "http://www.w3.org/2000/svg");
+  copy.setAttribute("width", String(w));
+  copy.setAttribute("height", String(h));
+  const text = new XMLSerializer().serializeToString(copy);
+  const img = new Image();
+  return new Promise((resolve, reject) => {
+    img.onload = () => resolve(img);
+    img.onerror = () => reject(new Error("the diagram could not be drawn as an image"));
+    img.src = `data:image/svg+xml;charset=utf-8,${encodeURIComponent(text)}`;
+  });
+}
+
+/**
+ * One canvas of the sources: rows top to bottom, each row's sources left to right, EXPORT_GAP px apart,
+ * top-aligned, on white; every source at its own pixel size.
+ * @param {Array<Array<HTMLCanvasElement | SVGSVGElement>>} rows
+ * @returns {Promise<HTMLCanvasElement>}
+ */
+export async function composeCanvases(rows) {
+  const drawn = [];
+  for (const row of rows) {
+    const items = [];
+    for (const node of row) {
+      const [w, h] = sourceSize(node);
+      items.push({ w, h, image: node instanceof HTMLCanvasElement ? node : await svgImage(node) });
+    }
+    if (items.length) drawn.push(items);
+  }
+  const widths = drawn.map((row) => row.reduce((a, it) => a + it.w, 0) + EXPORT_GAP * (row.length - 1));
+  const heights = drawn.map((row) => Math.max(...row.map((it) => it.h)));
+  const out = document.createElement("canvas");
+  out.width = Math.max(1, ...widths);
+  out.height = Math.max(1, heights.reduce((a, b) => a + b, 0) + EXPORT_GAP * (drawn.length - 1));
+  const ctx = /** @type {CanvasRenderingContext2D} */ (out.getContext("2d"));
+  ctx.fillStyle = "#ffffff";
+  ctx.fillRect(0, 0, out.width, out.height);
+  ctx.imageSmoothingEnabled = false;
+  let y = 0;
+  drawn.forEach((row, r) => {
+    let x = 0;
+    for (const it of row) {
+      ctx.drawImage(it.image, x, y, it.w, it.h);
+      x += it.w + EXPORT_GAP;
+    }
+    y += heights[r] + EXPORT_GAP;
+  });
+  return out;
+}
+
+/**
+ * Add the "save PNG" button to a view (mountRoot does, once the view is built): it downloads what the
+ * view's canvases show now as `<kind>.png` (composeCanvases), the picture `widget.to_png` writes.
+ * @param {HTMLElement} root
+ * @param {string} kind the view's class, e.g. "cnnw-filter-grid"
+ * @returns {HTMLButtonElement | null} null when the view has one already
+ */
+export function addSaveButton(root, kind) {
+  if (root.querySelector && root.querySelector(".cnnw-save-png")) return null;
+  const button = /** @type {HTMLButtonElement} */ (h("button", {
+    className: "cnnw-save-png", text: "save PNG",
+    attrs: { type: "button", title: "download what this view shows as a PNG image" },
+  }));
+  const status = h("span", { className: "cnnw-save-status", attrs: { role: "status" } });
+  const name = `${kind.split(" ")[0].replace(/^cnnw-/, "") || "view"}.png`;
+  button.addEventListener("click", async () => {
+    status.textContent = "";
+    try {
+      const rows = exportSources(root);
+      if (!rows.length) {
+        status.textContent = "nothing to save yet";
+        return;
+      }
+      const canvas = await composeCanvases(rows);
+      const blob = await new Promise((resolve) => canvas.toBlob(resolve, "image/png"));
+      if (!blob) throw new Error("the browser could not encode the PNG");
+      const url = URL.createObjectURL(blob);
+      const a = h("a", { attrs: { href: url, download: name } });
+      a.click();
+      setTimeout(() => URL.revokeObjectURL(url), 60_000);
+      status.textContent = `saved ${name}`;
+    } catch (err) {
+      status.textContent = `could not save: ${err instanceof Error ? err.message : err}`;
+    }
+  });
+  root.appendChild(h("div", { className: "cnnw-save-row" }, [button, status]));
+  return button;
 }
 
 /**

@@ -115,6 +115,22 @@ test("a view's root suppresses notebook shortcuts for everything inside it", () 
   assert.match(el.children[0].textContent, /\.cnnw-root \[hidden\]/);
 });
 
+test("a view gets a keyboard-reachable save PNG button after its own controls", async () => {
+  const el = new FakeElement("div");
+  const root = /** @type {any} */ (mountRoot(/** @type {any} */ (el), "cnnw-test extra"));
+  root.appendChild(new FakeElement("canvas")); // what render() builds, synchronously
+  await Promise.resolve(); // the button is added once render has returned
+  const row = root.children[root.children.length - 1];
+  assert.equal(row.className, "cnnw-save-row");
+  const [button, status] = row.children;
+  assert.equal(button.tagName, "BUTTON");
+  assert.equal(button.textContent, "save PNG");
+  assert.equal(button.getAttribute("type"), "button");
+  assert.equal(button.getAttribute("data-lm-suppress-shortcuts"), "true");
+  assert.equal(status.getAttribute("role"), "status");
+  assert.match(el.children[0].textContent, /\.cnnw-save-row/);
+});
+
 test("every control made with h suppresses notebook shortcuts itself (Lumino matches :focus on it first)", () => {
   for (const tag of ["input", "select", "button", "textarea"]) {
     assert.equal(/** @type {any} */ (h(tag)).getAttribute("data-lm-suppress-shortcuts"), "true", tag);
