@@ -1,0 +1,295 @@
+"""The dataset views against independent references: receptive-field crops equal the bounding box of the
+gradient support of each output position (the input pixels that influence it) on conv stacks with known
+strides, paddings and dilations; TopActivations shows exactly the scan's top images, each patch the image's
+own pixels inside the field; ClassHeatmaps' averages equal a brute-force mean of attribute() maps;
+ChannelImportance shows channel_importance's numbers and is repeatable; clear errors; models untouched."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cnn_widgets import wire, zoo
+from cnn_widgets.dataset import channel_importance, scan
+from cnn_widgets.dataset.receptive import receptive_field
+from cnn_widgets.widgets.top_activations import TopActivations, dataset_images
+
+import archs
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+# ------------------------------------------------------------------------------ receptive fields
+def _seeded(build, seed=0):
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return build().double().eval()
+
+
+class Branches(nn.Module):
+    """A residual add of a dilated 3×3 path and a strided 1×1 path, functional pooling, "same" padding."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 4, padding="same")
+        self.wide = nn.Conv2d(4, 4, 3, stride=2, padding=2, dilation=2)
+        self.narrow = nn.Conv2d(4, 4, 1, stride=2)
+        self.head = nn.Conv2d(4, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.tanh(self.stem(x))
+        x = self.wide(x) + self.narrow(x)
+        x = F.avg_pool2d(x, 3, stride=2, padding=1)
+        return self.head(x)
+
+
+def _stack() -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, stride=2, padding=1), nn.Tanh(),
+        nn.Conv2d(4, 4, 3, padding=2, dilation=2),
+        nn.AvgPool2d(3, 2, padding=1, ceil_mode=True),
+        nn.Conv2d(4, 4, 5), nn.ZeroPad2d((1, 0, 2, 1)),
+        nn.Conv2d(4, 4, 2, stride=2, padding=1),
+    )
+
+
+def _pooled(pool: type[nn.Module]) -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, 4, 3, stride=1, padding=1), pool(3, stride=2, padding=1, ceil_mode=True),
+                         nn.Conv2d(4, 4, 3, stride=2, padding=0, dilation=3), nn.AdaptiveAvgPool2d((3, 2)))
+
+
+CASES = {  # name → (model, model whose gradient shows the support, layers, input H×W)
+    "stack": (lambda: _seeded(_stack), None, ["0", "2", "3", "4", "5", "6"], (37, 29)),
+    "branches": (lambda: _seeded(Branches), None, ["stem", "wide", "head"], (23, 30)),
+    # a max pool passes a gradient to one input only: its support is taken from the average-pool twin
+    "max_pool": (lambda: _seeded(lambda: _pooled(nn.MaxPool2d)), lambda: _seeded(lambda: _pooled(nn.AvgPool2d)),
+                 ["1", "2", "3"], (31, 26)),
+}
+
+
+def gradient_support(model: nn.Module, layer: str, size: tuple[int, int]) -> np.ndarray:
+    """Per output position (y, x) of ``layer`` the bounding box (top, bottom, left, right) of the nonzero
+    set of d(activation[0, c, y, x]) / d(input), summed over channels c, on a random float64 input."""
+    x = torch.randn(1, 3, *size, dtype=torch.float64, generator=torch.Generator().manual_seed(5), requires_grad=True)
+    found = {}
+    handle = dict(model.named_modules())[layer].register_forward_hook(lambda m, i, o: found.setdefault("a", o))
+    try:
+        model(x)
+    finally:
+        handle.remove()
+    a = found["a"]
+    h, w = a.shape[2:]
+    boxes = np.zeros((h, w, 4), dtype=np.int64)
+    for y in range(h):
+        for xx in range(w):
+            (g,) = torch.autograd.grad(a[0, :, y, xx].sum(), x, retain_graph=True)
+            nz = (g[0] != 0).any(0)
+            rows, cols = np.nonzero(nz.any(1).numpy())[0], np.nonzero(nz.any(0).numpy())[0]
+            if len(rows):
+                boxes[y, xx] = (rows.min(), rows.max() + 1, cols.min(), cols.max() + 1)
+    return boxes
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_crops_are_exactly_the_gradient_support(case, untouched):
+    build, twin, layers, size = CASES[case]
+    model = build()
+    reference = (twin or build)()
+    for layer in layers:
+        with untouched(model):
+            rf = receptive_field(model, layer, size)
+        assert rf.exact, rf.notes
+        support = gradient_support(reference, layer, size)
+        assert rf.output_size == support.shape[:2]
+        for y in range(rf.output_size[0]):
+            for x in range(rf.output_size[1]):
+                crop = rf.crop(y, x)
+                assert crop.inside == tuple(support[y, x]), (layer, y, x, crop)
+                top, bottom, left, right = crop.inside
+                if bottom == top:  # nothing of the image reaches it (all padding): nothing to contain
+                    continue
+                assert crop.top <= top and crop.left <= left
+                assert crop.top + crop.height >= bottom and crop.left + crop.width >= right
+
+
+def test_field_size_and_stride_follow_the_arithmetic():
+    """The textbook recursion r ← r + (k − 1)·d·j, j ← j·s on the stack's layers."""
+    model = _seeded(_stack)
+    r, j = 1, 1
+    for layer, (k, s, d) in [("0", (3, 2, 1)), ("2", (3, 1, 2)), ("3", (3, 2, 1)), ("4", (5, 1, 1))]:
+        r, j = r + (k - 1) * d * j, j * s
+        rf = receptive_field(model, layer, (64, 64))
+        assert rf.size == (r, r) and rf.stride == (j, j), layer
+
+
+def test_receptive_field_errors_and_fallback():
+    model = _seeded(_stack)
+    with pytest.raises(ValueError, match="unknown layer"):
+        receptive_field(model, "nope", (32, 32))
+    with pytest.raises(TypeError, match="input_size"):
+        receptive_field(model, "0", "32")
+    with pytest.raises(ValueError, match="outside"):
+        receptive_field(model, "0", (32, 32)).crop(16, 0)
+    with pytest.raises(ValueError, match="input_size"):  # too small for the 5×5 conv
+        receptive_field(model, "4", (8, 8))
+    zoo_model, x = archs.build("inplace_zoo")  # writes through .data: fx cannot trace it
+    rf = receptive_field(zoo_model, "conv5", tuple(x.shape))
+    assert not rf.exact and rf.notes
+    assert rf.crop(3, 2).inside == (0, x.shape[2], 0, x.shape[3])
+
+
+@pytest.mark.parametrize("name", ["plain", "resnet18_like", "nested", "shared", "dict_output", "train_bn", "xss_named"])
+def test_receptive_field_on_odd_models(name, untouched):
+    model, x = archs.build(name)
+    convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    with untouched(model):
+        rf = receptive_field(model, convs[-1], tuple(x.shape))
+    assert rf.exact, rf.notes
+    h, w = x.shape[2:]
+    for y, xx in [(0, 0), (rf.output_size[0] - 1, rf.output_size[1] - 1)]:
+        top, bottom, left, right = rf.crop(y, xx).inside
+        assert 0 <= top < bottom <= h and 0 <= left < right <= w
+
+
+# --------------------------------------------------------------------------------- TopActivations
+LAYER = "features.conv4"
+K = 5
+
+
+@pytest.fixture(scope="module")
+def model() -> nn.Module:
+    return zoo.load_shapesnet()
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[torch.Tensor, torch.Tensor]:
+    images, labels, _ = zoo.shapes_dataset(96, seed=11)
+    return images, labels
+
+
+@pytest.fixture(scope="module")
+def scanned(model, data):
+    return scan(model, data, [LAYER, "features.relu2"], k=K, batch_size=32, progress=False)
+
+
+def test_top_activations_shows_the_scans_top_images(model, data, scanned, untouched):
+    with untouched(model):
+        view = TopActivations(model, data, LAYER, scan=scanned, k=K)
+        assert view.wait(120)
+    assert view.error == ""
+    p = view._patches
+    channels = scanned.top_indices[LAYER].shape[0]
+    assert p["layer"] == LAYER and p["channels"] == channels and p["k"] == K
+    for c in range(channels):
+        assert view.top_images(c) == scanned.top_indices[LAYER][c, :K].tolist()
+    # each patch holds the image's own pixels inside the receptive field of the arg-max, padding outside
+    rf = receptive_field(model, LAYER, (64, 64))
+    side = p["side"]
+    assert side == max(rf.size)  # 26 px: no resizing at this size
+    images = wire.decode(p["images"]).reshape(channels, K, side, side, 3)
+    for c in (0, 17, channels - 1):
+        for j in range(K):
+            index = scanned.top_indices[LAYER][c, j]
+            y, x = scanned.top_positions[LAYER][c, j]
+            crop = rf.crop(int(y), int(x))
+            top, bottom, left, right = crop.inside
+            expected = (data[0][index, :, top:bottom, left:right].permute(1, 2, 0) * 255).round().to(torch.uint8)
+            b = p["boxes"][c][j]
+            assert b == [top - crop.top, left - crop.left, bottom - crop.top, right - crop.left]
+            np.testing.assert_array_equal(images[c, j, b[0] : b[2], b[1] : b[3]], expected.numpy())
+            outside = np.ones((side, side), bool)
+            outside[b[0] : b[2], b[1] : b[3]] = False
+            assert not images[c, j][outside].any()
+    # the heat map is the channel's activation upsampled to the image, cropped like the image
+    heat = wire.decode(p["heat"]).reshape(channels, K, side, side)
+    c, j = 3, 0
+    index = scanned.top_indices[LAYER][c, j]
+    y, x = scanned.top_positions[LAYER][c, j]
+    peak = np.unravel_index(np.argmax(heat[c, j]), heat[c, j].shape)
+    centre = rf.crop(int(y), int(x))
+    assert abs((peak[0] + centre.top) - (4 * y + 1.5)) <= 4 and abs((peak[1] + centre.left) - (4 * x + 1.5)) <= 4
+    assert p["means"] == pytest.approx(scanned.channel_mean[LAYER].tolist())
+    assert view._filters["layer"] == LAYER and wire.decode(view._filters["tensor"]).shape == (64, 64, 3, 3)
+
+
+def test_top_activations_scans_when_not_given_a_scan(model, data, scanned, untouched):
+    with untouched(model):
+        view = TopActivations(model, data, LAYER, k=K, batch_size=32)
+        assert view.wait(180)
+    assert view.error == "" and not view.busy
+    assert view.scan == scan(model, data, LAYER, k=K, batch_size=32, progress=False)
+    assert view.top_images(5) == scanned.top_indices[LAYER][5, :K].tolist()
+    # another layer of the model: scanned on demand; its filter is absent (not a conv)
+    view.layer = "features.relu2"
+    assert view.wait(180) and view.error == ""
+    assert view._patches["layer"] == "features.relu2" and "tensor" not in view._filters
+    assert view.top_images(1) == scanned.top_indices["features.relu2"][1, :K].tolist()
+
+
+def test_top_activations_sort_by_importance_computes_it(model, data, scanned):
+    view = TopActivations(model, data, LAYER, scan=scanned, k=2, batch_size=32)
+    assert view.wait(120)
+    assert view._importance is None
+    view.sort = "importance"
+    assert view.wait(300) and view.error == ""
+    expected = channel_importance(model, data, LAYER, metric="loss", batch_size=32, progress=False)
+    assert view._importance == pytest.approx(expected.permutation.tolist())
+
+
+def test_top_activations_channel_and_errors(model, data, scanned):
+    view = TopActivations(model, data, LAYER, scan=scanned, k=2, channel=7)
+    assert view.wait(120)
+    assert view.channel == 7
+    with pytest.raises(ValueError, match="channel"):
+        view.channel = 64
+    view.channel = -1
+    with pytest.raises(ValueError, match="unknown layer"):
+        TopActivations(model, data, "features.nope")
+    with pytest.raises(ValueError, match="does not cover"):
+        TopActivations(model, data, "features.conv3", scan=scanned)
+    with pytest.raises(TypeError, match="data"):
+        TopActivations(model, "images/", LAYER)
+    with pytest.raises(TypeError, match="scan"):
+        TopActivations(model, data, LAYER, scan={"top": 1})
+    with pytest.raises(ValueError, match="k"):
+        TopActivations(model, data, LAYER, k=0)
+    flat = TopActivations(model, data, "fc", k=2)  # no map to crop: the view says so
+    assert flat.wait(120)
+    assert "(N, C, H, W)" in flat.error
+
+
+def test_top_activations_cancel_stops_the_scan(model, data):
+    view = TopActivations(model, data, LAYER, k=2, batch_size=8)
+    view.cancel()
+    assert view.wait(120)
+    assert not view.busy and view.status == "cancelled" and not view._patches
+
+
+@pytest.mark.parametrize("name", ["plain", "nested", "resnet18_like", "dict_output", "xss_named"])
+def test_top_activations_on_odd_models(name, untouched):
+    model, x = archs.build(name)
+    images = torch.rand(12, *x.shape[1:], generator=torch.Generator().manual_seed(2))
+    layer = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)][-1]
+    with untouched(model):
+        view = TopActivations(model, images, layer, k=3, batch_size=5)
+        assert view.wait(120)
+    assert view.error == ""
+    assert view.top_images(0) == scan(model, images, layer, k=3, batch_size=5, progress=False).top_indices[layer][0].tolist()
+
+
+def test_dataset_images_reads_any_data_form(model, data):
+    images, labels = data
+    wanted = [5, 2, 5, 40]
+    x, pixels = dataset_images(data, wanted, model)
+    torch.testing.assert_close(pixels, images[wanted])
+    listed = [(images[i], int(labels[i])) for i in range(50)]
+    torch.testing.assert_close(dataset_images(listed, wanted, model)[1], images[wanted])
+    generator = (images[i : i + 7] for i in range(0, 50, 7))  # not indexable: read once
+    torch.testing.assert_close(dataset_images(generator, wanted, model)[1], images[wanted])
+    x, _ = dataset_images(data, [1], model, mean=0.5, std=0.25)
+    torch.testing.assert_close(x, (images[[1]] - 0.5) / 0.25)
+    with pytest.raises(ValueError, match="no image 500"):
+        dataset_images(data, [500], model)
