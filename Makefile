@@ -4,7 +4,7 @@ PY := .venv/bin/python
 PIP := .venv/bin/pip
 STATIC := cnn_widgets/static/activation_browser.js
 
-.PHONY: demo test fuzz js install chromium lab-quiet bench clean
+.PHONY: demo dashboard test fuzz js install chromium lab-quiet bench clean
 
 .stamp-venv: pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
@@ -56,6 +56,27 @@ demo: .stamp-venv js lab-quiet
 	  printf '\ncnn_widgets demo: http://localhost:%s/lab/tree/quickstart.ipynb?token=%s\n(stop: Ctrl-C twice)\n\n' $$port $$token; } & \
 	exec .venv/bin/jupyter lab $(ROOT_FLAG) --ServerApp.root_dir=.demo --port=$$port --ServerApp.port_retries=0 \
 	  --IdentityProvider.token=$$token .demo/quickstart.ipynb
+
+# `make dashboard` serves notebooks/dashboard.ipynb (an Explorer on ShapesNet) with Voila, from the same
+# kind of git-ignored copy in .demo/ as `make demo` (refreshed unless you edited it), on a free port with
+# a token. Voila hides the code cells; stop it with Ctrl-C.
+DASHBOARD_PORT ?= 8866
+
+dashboard: .stamp-venv js
+	@mkdir -p .demo
+	@if [ ! -f .demo/dashboard.ipynb ] || cmp -s .demo/dashboard.ipynb .demo/.dashboard.orig; then \
+	  cp notebooks/dashboard.ipynb .demo/.dashboard.orig && cp notebooks/dashboard.ipynb .demo/dashboard.ipynb; \
+	else \
+	  echo "make dashboard: keeping your edited .demo/dashboard.ipynb (delete it to start from notebooks/dashboard.ipynb again)"; \
+	fi
+	@port=$$($(PY) -c '$(FREE_PORT)' $(DASHBOARD_PORT)) || exit 1; \
+	token=$$($(PY) -c 'import secrets; print(secrets.token_hex(16))') || exit 1; \
+	echo "make dashboard: starting Voila on .demo/dashboard.ipynb, a copy of notebooks/dashboard.ipynb"; \
+	{ $(PY) -c '$(WAIT_PORT)' $$port && sleep 1 && \
+	  printf '\ncnn_widgets dashboard: http://localhost:%s/?token=%s\n(stop: Ctrl-C)\n\n' $$port $$token; } & \
+	exec .venv/bin/voila --no-browser --port=$$port --Voila.ip=127.0.0.1 --token=$$token \
+	  --MappingKernelManager.cull_interval=60 --MappingKernelManager.cull_idle_timeout=600 \
+	  --VoilaConfiguration.extension_denylist=@jupyter-notebook/lab-extension .demo/dashboard.ipynb
 
 test: install
 	cd js && node --test test/

@@ -254,7 +254,14 @@ class Explorer(Panel, W.VBox):
     # -- construction ------------------------------------------------------------------------------
 
     def _layout(self) -> list[W.Widget]:
-        row = partial(W.Layout, display="flex", flex_flow="row wrap", align_items="flex-start", width="100%")
+        """Two rows of two panels (summary and attribution, activations and filters) under the strip;
+        each row wraps to one column on a narrow screen."""
+        row = partial(W.Layout, display="flex", flex_flow="row wrap", align_items="flex-start", width="100%",
+                      grid_gap="8px 16px")
+        for part, flex in ((self.summary, "0 1 800px"), (self.attribution, "1 1 560px"),
+                           (self.activations, "1 1 640px"), (self.filters, "1 1 560px")):
+            part.layout.flex = flex  # a basis: panels sit side by side when they fit, else stack
+            part.layout.min_width = "0"
         return [
             self.strip,
             W.Box([self.summary, self.attribution], layout=row()),

@@ -43,7 +43,7 @@ const STRIP_CSS = `
 }
 .cnnw-image-strip .cnnw-thumb-truth,
 .cnnw-image-strip .cnnw-thumb-predicted {
-  max-width: ${THUMB_SIDE + 24}px;
+  max-width: ${THUMB_SIDE + 56}px;
   overflow: hidden;
   text-overflow: ellipsis;
   white-space: nowrap;
