@@ -219,7 +219,7 @@ class AttributionView(Panel, HeatmapDisplay, W.HBox):
         self._options_by_method: dict[str, dict[str, Any]] = {}
         self._quiet = True
         self._image_version = 0
-        self._canvas = _AttributionCanvas()
+        self._canvas = _AttributionCanvas(layout=W.Layout(max_width="100%"))  # narrow pages: no overflow
         self._bars, self._figure = self._make_chart()
         kwargs.setdefault("layout", W.Layout(flex_flow="row wrap", align_items="flex-start"))
         super().__init__(children=[self._canvas, self._figure], **kwargs)
