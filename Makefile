@@ -53,13 +53,14 @@ demo: .stamp-venv js lab-quiet
 	token=$$($(PY) -c 'import secrets; print(secrets.token_hex(16))') || exit 1; \
 	echo "make demo: starting JupyterLab on .demo/quickstart.ipynb, a copy of notebooks/quickstart.ipynb"; \
 	{ $(PY) -c '$(WAIT_PORT)' $$port && sleep 1 && \
-	  printf '\ncnn_widgets demo: http://localhost:%s/lab/tree/quickstart.ipynb?token=%s\n(stop: Ctrl-C twice)\n\n' $$port $$token; } & \
+	  printf '\ncnn_widgets demo: http://localhost:%s/lab/tree/quickstart.ipynb?token=%s\n(stop: Ctrl-C)\n\n' $$port $$token; } & \
 	exec .venv/bin/jupyter lab $(ROOT_FLAG) --ServerApp.root_dir=.demo --port=$$port --ServerApp.port_retries=0 \
 	  --IdentityProvider.token=$$token .demo/quickstart.ipynb
 
 # `make dashboard` serves notebooks/dashboard.ipynb (an Explorer on ShapesNet) with Voila, from the same
 # kind of git-ignored copy in .demo/ as `make demo` (refreshed unless you edited it), on a free port with
-# a token. Voila hides the code cells; stop it with Ctrl-C.
+# a token. Voila hides the code cells and starts one kernel per visitor (the kernel of a closed tab is
+# stopped after a minute); stop the server with Ctrl-C.
 DASHBOARD_PORT ?= 8866
 
 dashboard: .stamp-venv js
@@ -75,7 +76,7 @@ dashboard: .stamp-venv js
 	{ $(PY) -c '$(WAIT_PORT)' $$port && sleep 1 && \
 	  printf '\ncnn_widgets dashboard: http://localhost:%s/?token=%s\n(stop: Ctrl-C)\n\n' $$port $$token; } & \
 	exec .venv/bin/voila --no-browser --port=$$port --Voila.ip=127.0.0.1 --token=$$token \
-	  --MappingKernelManager.cull_interval=60 --MappingKernelManager.cull_idle_timeout=600 \
+	  --MappingKernelManager.cull_interval=10 --MappingKernelManager.cull_idle_timeout=60 \
 	  --VoilaConfiguration.extension_denylist=@jupyter-notebook/lab-extension .demo/dashboard.ipynb
 
 test: install
