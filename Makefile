@@ -53,7 +53,7 @@ demo: .stamp-venv js lab-quiet
 	token=$$($(PY) -c 'import secrets; print(secrets.token_hex(16))') || exit 1; \
 	echo "make demo: starting JupyterLab on .demo/quickstart.ipynb, a copy of notebooks/quickstart.ipynb"; \
 	{ $(PY) -c '$(WAIT_PORT)' $$port && sleep 1 && \
-	  printf '\ncnn_widgets demo: http://localhost:%s/lab/tree/quickstart.ipynb?token=%s\n(stop: Ctrl-C)\n\n' $$port $$token; } & \
+	  printf '\ncnn_widgets demo: http://localhost:%s/lab/tree/quickstart.ipynb?token=%s\n(stop: Ctrl-C twice)\n\n' $$port $$token; } & \
 	exec .venv/bin/jupyter lab $(ROOT_FLAG) --ServerApp.root_dir=.demo --port=$$port --ServerApp.port_retries=0 \
 	  --IdentityProvider.token=$$token .demo/quickstart.ipynb
 
