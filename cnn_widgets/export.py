@@ -588,3 +588,161 @@ def attribution_view_image(view: Any) -> np.ndarray:
             values = m.reshape(picture.shape[:2])
     return compose([[overlay_pixels(picture, values, sign=view.sign, colormap_name=view.colormap,
                                     clip_percentile=float(view.clip_percentile), opacity=float(view.opacity))]])
+
+
+def compare_image(widget: Any) -> np.ndarray:
+    """Compare: one row of panels per method that has maps (methods × images), as compare.js paints them."""
+    from . import colormap, wire
+
+    pictures = wire.decode(widget._images)  # N×H×W×3
+    sign = widget.sign
+    name = colormap.overlay_colormap(widget.colormap, sign)
+    diverging = colormap.is_diverging(name)
+    clip = float(widget.clip_percentile)
+    rows = {r: wire.decode(enc).astype(np.float32) for r, enc in enumerate(widget._encoded)
+            if enc is not None and not widget.errors[r]}
+    sorted_ = {r: [colormap.sorted_magnitudes(panel, sign) for panel in maps] for r, maps in rows.items()}
+    merge = lambda arrays: np.sort(np.concatenate(arrays)) if len(arrays) > 1 else arrays[0]  # noqa: E731
+    shared = (colormap.overlay_range(merge([a for all_ in sorted_.values() for a in all_]), clip, diverging)
+              if widget.scale == "shared" and rows else None)
+    out = []
+    for r, maps in rows.items():
+        per_row = colormap.overlay_range(merge(sorted_[r]), clip, diverging) if widget.scale == "per-method" else None
+        line = []
+        for c, panel in enumerate(maps):
+            lo, hi, _ = shared or per_row or colormap.overlay_range(sorted_[r][c], clip, diverging)
+            line.append(colormap.blend_overlay(pictures[c], panel, sign=sign, lo=lo, hi=hi, table=colormap.lut(name),
+                                               opacity=float(widget.opacity)))
+        out.append(line)
+    return compose(out)
+
+
+def _frame(canvas: np.ndarray, x0: int, y0: int, x1: int, y1: int, width: int, rgb: tuple[int, int, int]) -> None:
+    """A rectangle's frame ``width`` px thick inside [x0, x1) × [y0, y1), clipped to the canvas."""
+    H, W = canvas.shape[:2]
+    px = (*rgb, 255)[:canvas.shape[2]]
+    cx = lambda v: min(max(v, 0), W)  # noqa: E731
+    cy = lambda v: min(max(v, 0), H)  # noqa: E731
+    canvas[cy(y0):cy(y0 + width), cx(x0):cx(x1)] = px
+    canvas[cy(y1 - width):cy(y1), cx(x0):cx(x1)] = px
+    canvas[cy(y0):cy(y1), cx(x0):cx(x0 + width)] = px
+    canvas[cy(y0):cy(y1), cx(x1 - width):cx(x1)] = px
+
+
+CONV_MAP_PX, CONV_MIN_CELL, CONV_MAX_CELL = 288, 2, 32  # conv_explainer.js MAP_PX, MIN_CELL, MAX_CELL
+
+
+def _conv_map(msg: dict[str, Any], c: int, pad: Sequence[int], cmap: str, signed: bool) -> tuple[np.ndarray, int]:
+    """conv_explainer.js paintMap: channel ``c`` in square cells, padding cells hatched grey."""
+    from . import colormap, wire
+
+    values = wire.decode(msg).astype(np.float32)
+    mins, maxs = wire.extrema(msg)
+    _, H, W = values.shape
+    top, bottom, left, right = (int(p) for p in pad)
+    rows, cols = H + top + bottom, W + left + right
+    cell = max(CONV_MIN_CELL, min(CONV_MAX_CELL, CONV_MAP_PX // max(rows, cols, 1)))
+    lo, hi = colormap.color_range(float(mins[c]), float(maxs[c]), signed)
+    yy, xx = np.mgrid[0:rows * cell, 0:cols * cell]
+    out = np.where((((xx % cell) + (yy % cell)) % 6 < 3)[..., None], np.uint8(0xD9), np.uint8(0xF4)).repeat(3, axis=2)
+    colours = colormap.apply(values[c], lo, hi, cmap).repeat(cell, axis=0).repeat(cell, axis=1)
+    out[top * cell:(top + H) * cell, left * cell:(left + W) * cell] = colours
+    return np.concatenate([out, np.full(out.shape[:2] + (1,), 255, np.uint8)], axis=2), cell
+
+
+def _conv_outline(canvas: np.ndarray, cell: int, cells: Sequence[tuple[int, int]]) -> None:
+    """conv_explainer.js outline: accent frames on the cells (one frame around them all when cells are tiny)."""
+    if cell >= 5:
+        for r, q in cells:
+            _frame(canvas, q * cell, r * cell, (q + 1) * cell, (r + 1) * cell, 2, ACCENT)
+            if cell >= 9:
+                _frame(canvas, q * cell + 3, r * cell + 3, (q + 1) * cell - 3, (r + 1) * cell - 3, 1, (255, 255, 255))
+        return
+    r0, r1 = min(r for r, _ in cells), max(r for r, _ in cells) + 1
+    q0, q1 = min(q for _, q in cells), max(q for _, q in cells) + 1
+    _frame(canvas, q0 * cell - 2, r0 * cell - 2, q1 * cell + 2, r1 * cell + 2, 2, ACCENT)
+
+
+def conv_explainer_image(widget: Any) -> np.ndarray:
+    """ConvExplainer: the input channel (padding hatched, the cells the kernel reads outlined) and the
+    output channel with the chosen position outlined, side by side."""
+    m = widget._maps
+    g = m["geometry"]
+    y, x = (int(v) for v in widget.position)
+    out, out_cell = _conv_map(m["output"], int(widget.channel), (0, 0, 0, 0), "RdBu_r", True)
+    _conv_outline(out, out_cell, [(y, x)])
+    inp, in_cell = _conv_map(m["input"], int(widget.input_channel), g["padding"], "viridis", False)
+    (kh, kw), (sy, sx), (dy, dx) = g["kernel"], g["stride"], g["dilation"]
+    rows = [y * sy + i * dy for i in range(kh)]  # padded coordinates: + top - top
+    cols = [x * sx + j * dx for j in range(kw)]
+    _conv_outline(inp, in_cell, [(r, q) for r in rows for q in cols])
+    return compose([[inp, out]])
+
+
+# model_summary.js: the strip's geometry and the colours of the layer families (first match wins)
+STRIP_ARC_H, STRIP_GAP, STRIP_MIN_H, STRIP_MAX_H = 46, 5, 10, 100
+STRIP_COLOURS: tuple[tuple[str, str], ...] = (
+    (r"Conv", "#0072B2"), (r"Norm", "#E69F00"),
+    (r"ReLU|ELU|GELU|SiLU|Sigmoid|Tanh|Softmax|Softmin|Hardswish|Mish|Softplus|Softsign|Threshold|GLU|Swish", "#009E73"),
+    (r"Pool|Upsample|PixelShuffle", "#CC79A7"), (r"Linear", "#D55E00"), (r"Dropout", "#999999"),
+    (r"Flatten|Identity|Reshape|Permute", "#56B4E9"), (r"", "#8C6D31"),
+)
+STRIP_INPUT = "#BDBDBD"
+
+
+def _block_size(shape: Sequence[int] | None) -> tuple[int, int]:
+    """model_summary.js blockSize: width from log2 of the channels, height from log2 of the spatial side."""
+    if not shape or len(shape) < 2:
+        return 8, STRIP_MIN_H
+    spatial = float(np.prod(shape[2:])) if len(shape) > 2 else 1.0
+    w = int(np.floor(min(42, max(6, 4 + 3 * np.log2(shape[1] + 1))) + 0.5))
+    side = np.sqrt(max(1.0, spatial))
+    h = int(np.floor(min(STRIP_MAX_H, max(STRIP_MIN_H, STRIP_MIN_H + 11 * np.log2(side))) + 0.5))
+    return w, h
+
+
+def model_summary_image(widget: Any) -> np.ndarray:
+    """ModelSummary: the architecture strip (every block, not only those scrolled into view), blocks
+    coloured by layer family, residual joins as arcs, the selected layer outlined."""
+    import re
+
+    from PIL import ImageDraw
+
+    data = widget._summary
+    shapes = [data["input"]] + [b["shape"] for b in data["blocks"]]
+    sizes = [_block_size(s) for s in shapes]
+    xs, at = [], STRIP_GAP
+    for w, _ in sizes:
+        xs.append(at)
+        at += w + STRIP_GAP
+    tallest = max([STRIP_MIN_H] + [h for _, h in sizes])
+    width, height = at, STRIP_ARC_H + tallest + 6
+    top = [STRIP_ARC_H + (height - STRIP_ARC_H - 6 - h) / 2 for _, h in sizes]
+    picture = Image.new("RGB", (int(width), int(height)), BACKGROUND)
+    draw = ImageDraw.Draw(picture)
+    sel = widget.selected
+    within = lambda name: sel is not None and (name == sel or sel == "" or name.startswith(f"{sel}."))  # noqa: E731
+    nodes = data["nodes"]
+    for a, b in data["joins"]:  # cubic arcs from the top centre of slot a + 1 to that of slot b + 1
+        s0, s1 = a + 1, b + 1
+        x0, x1 = xs[s0] + sizes[s0][0] / 2, xs[s1] + sizes[s1][0] / 2
+        y0, y1 = top[s0], top[s1]
+        lift = min(STRIP_ARC_H - 6, 12 + 2 * np.sqrt(abs(x1 - x0)))
+        c = max(2, min(y0, y1) - lift * 4 / 3)
+        t = np.linspace(0, 1, 48)[:, None]
+        p = ((1 - t) ** 3 * [x0, y0] + 3 * (1 - t) ** 2 * t * [x0, c] + 3 * (1 - t) * t ** 2 * [x1, c] + t ** 3 * [x1, y1])
+        hot = (a >= 0 and within(nodes[data["blocks"][a]["node"]]["name"])) or within(nodes[data["blocks"][b]["node"]]["name"])
+        draw.line([tuple(q) for q in p], fill=ACCENT if hot else (0x66, 0x66, 0x66), width=2)
+    mid = STRIP_ARC_H + (height - STRIP_ARC_H - 6) / 2
+    for s, ((w, h), x, y) in enumerate(zip(sizes, xs, top)):
+        if s > 0 and data["blocks"][s - 1].get("chained"):
+            draw.line([(xs[s - 1] + sizes[s - 1][0], mid), (x, mid)], fill=(0x99, 0x99, 0x99), width=1)
+        if s == 0:
+            draw.rectangle([x, y, x + w - 1, y + h - 1], fill=STRIP_INPUT)
+            continue
+        node = nodes[data["blocks"][s - 1]["node"]]
+        colour = next(c for pattern, c in STRIP_COLOURS if re.search(pattern, node["type"]))
+        hot = within(node["name"])
+        draw.rectangle([x, y, x + w - 1, y + h - 1], fill=colour, outline=ACCENT if hot else BACKGROUND,
+                       width=2 if hot else 1)
+    return compose([[np.asarray(picture)]])

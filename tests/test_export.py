@@ -244,3 +244,164 @@ def test_python_filter_tiles_equal_the_browsers(shapes):
         assert np.array_equal(values.ravel(), np.array(js["values"], np.float32))
         mins, maxs = export._slice_range(values, w.shape[0])
         assert mins.tolist() == js["min"] and maxs.tolist() == js["max"]
+
+
+# -- PNG, HTML and the record, from Python ---------------------------------------------------------------
+
+
+def _views(model, images):
+    """One of every public view on ``model`` (computed views finished)."""
+    from cnn_widgets.widgets.compare import compare
+    from cnn_widgets.widgets.conv_explainer import ConvExplainer
+    from cnn_widgets.widgets.model_summary import ModelSummary
+
+    conv = next(n for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d))
+    av = AttributionView(model, images[0], "saliency")
+    av.wait()
+    cmp = compare(model, [images[0], images[1]], ["saliency", "input_x_gradient"])
+    cmp.wait()
+    fg = FilterGrid(model)
+    fg.selected = 0
+    return {
+        "ActivationBrowser": ActivationBrowser(model, images[0], channel=1),
+        "FilterGrid": fg,
+        "AttributionView": av,
+        "Compare": cmp,
+        "ConvExplainer": ConvExplainer(model, images[0], conv),
+        "ModelSummary": ModelSummary(model, images[0], selected=conv),
+    }
+
+
+def test_every_view_writes_its_picture_and_record(shapes, tmp_path, untouched):
+    model, images = shapes
+    views = _views(model, images)
+    params = sum(p.numel() for p in model.parameters())
+    with untouched(model):
+        for name, view in views.items():
+            path = tmp_path / f"{name}.png"
+            rec = view.to_png(path)
+            with Image.open(path) as im:
+                assert np.array_equal(np.asarray(im.convert("RGB")), export.image(view)), name
+                assert json.loads(im.text["cnnw-record"]) == rec
+            assert json.loads(pathlib.Path(f"{path}.json").read_text()) == rec
+            assert set(export.RECORD_KEYS) <= set(rec) and rec["widget"] == name
+            assert rec["model"] == "cnn_widgets.zoo.shapesnet.ShapesNet" and rec["parameters"] == params
+            assert rec["versions"] == {"cnn_widgets": "0.1.0", "torch": torch.__version__,
+                                       "captum": __import__("captum").__version__}
+            assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", rec["timestamp"])
+            html_rec = view.save_html(tmp_path / f"{name}.html")
+            assert {k: v for k, v in html_rec.items() if k != "timestamp"} == {k: v for k, v in rec.items() if k != "timestamp"}
+    for view in views.values():
+        view.close()
+
+
+def test_record_names_what_was_computed_and_hashes_the_models_input(shapes):
+    model, images = shapes
+    av = AttributionView(model, images[0], "grad_cam", target=2)
+    av.wait()
+    rec = export.record(av)
+    assert (rec["method"], rec["target"], rec["layer"]) == ("grad_cam", 2, av.result.layer)
+    assert rec["options"] == json.loads(json.dumps(av.result.options, default=repr))
+    assert rec["image_shape"] == [1, 3, 64, 64]
+    ab = ActivationBrowser(model, images[0])
+    assert export.record(ab)["image_sha256"] == rec["image_sha256"], "same image, same model input"
+    assert export.record(ActivationBrowser(model, images[1]))["image_sha256"] != rec["image_sha256"]
+    normalised = export.record(ActivationBrowser(model, images[0], mean=0.5, std=0.25))["image_sha256"]
+    assert normalised != rec["image_sha256"], "the hash is of the input as given to the model"
+    want = __import__("hashlib").sha256(images[0][None].numpy().astype("<f4").tobytes()).hexdigest()
+    assert rec["image_sha256"] == want
+
+
+def test_html_is_one_file_without_network_and_embedded_data_cannot_end_a_script(tmp_path):
+    model, x = archs.build("xss_named")
+    layer = f"blocks.{archs.XSS_NAME}"
+    view = ActivationBrowser(model, x, layer=layer)
+    rec = view.save_html(tmp_path / "x.html")
+    text = (tmp_path / "x.html").read_text()
+    assert rec["layer"] == layer
+    assert archs.XSS_NAME not in text, "every < of the data is escaped"
+    assert "\\u003cimg src=x onerror=pwned=1\\u003e" in text
+    assert not re.search(r"<(script|link|img|iframe)[^>]+(src|href)=", text), "nothing is loaded from elsewhere"
+    assert "Content-Security-Policy" in text and "default-src 'none'" in text
+    scripts = re.findall(r'<script type="application/json" id="([^"]+)">(.*?)</script>', text, re.S)
+    assert [name for name, _ in scripts] == ["cnnw-record", "cnnw-state"]
+    assert json.loads(scripts[0][1]) == rec
+    (part,) = json.loads(scripts[1][1])
+    assert part["state"]["layer"] == layer and part["state"]["_mode"] == "eager"
+    assert set(part["state"]["_data"]) == set(view.layers), "every layer travels, so the slider works offline"
+    assert "$b64" in json.dumps(part["state"]["_data"][layer])
+    view.close()
+
+
+def test_compare_html_answers_the_views_fetch_with_its_rows(shapes, tmp_path):
+    from cnn_widgets.widgets.compare import compare
+
+    model, images = shapes
+    view = compare(model, [images[0]], ["saliency", "grad_cam"])
+    view.wait()
+    (part,) = view._export_html()
+    rows = part["replies"]["fetch"]
+    assert [content["row"] for content, _ in rows] == [0, 1]
+    for (content, buffers), encoded in zip(rows, view._encoded):
+        assert content["type"] == "row" and bytes(buffers[0]) == bytes(encoded["data"])
+
+
+def test_attribution_view_html_has_its_bars_as_data_not_markup(shapes, tmp_path):
+    model, images = shapes
+    labels = [archs.XSS_NAME, "b", "c", "d", "e"]
+    view = AttributionView(model, images[0], "saliency", labels=labels)
+    canvas, bars = view._export_html()
+    assert canvas["kind"] == "widget" and bars["kind"] == "bars"
+    assert {r["label"] for r in bars["rows"]} <= set(labels)
+    assert bars["target"] == view.predictions[0]["index"]
+    view.save_html(tmp_path / "v.html")
+    assert archs.XSS_NAME not in (tmp_path / "v.html").read_text()
+
+
+@pytest.mark.parametrize("arch", ["plain", "nested", "dict_output", "train_bn", "shared", "xss_named"])
+def test_exports_on_odd_architectures_leave_the_model_untouched(arch, tmp_path, untouched):
+    model, x = archs.build(arch)
+    ab = ActivationBrowser(model, x, channel=0)
+    fg = FilterGrid(model)
+    fg.selected = 0
+    with untouched(model):
+        for view in (ab, fg):
+            picture = export.image(view)
+            assert picture.ndim == 3 and picture.shape[2] == 3 and picture.std() > 0
+            view.to_png(tmp_path / "p.png")
+            view.save_html(tmp_path / "p.html")
+    ab.close()
+
+
+def test_what_cannot_be_exported_says_so():
+    from cnn_widgets.widgets.panel import Panel
+
+    with pytest.raises(export.ExportError, match="not a cnn_widgets view.*ActivationBrowser"):
+        export.to_png(object(), "x.png")
+    assert issubclass(export.ExportError, TypeError)
+
+    class Bare(Panel):
+        pass
+
+    with pytest.raises(export.ExportError, match="Bare has no PNG export"):
+        export.image(Bare())
+    with pytest.raises(export.ExportError, match="Bare has no HTML export"):
+        export.html_document(Bare())
+    with pytest.raises(export.ExportError, match="nothing to draw"):
+        export.compose([[], []])
+
+
+def test_compose_lays_canvases_out_on_white_with_gaps():
+    red = np.zeros((3, 4, 4), np.uint8)
+    red[..., 0] = 255
+    red[..., 3] = 255
+    red[0, 0, 3] = 0  # transparent: the background shows
+    blue = np.zeros((5, 2, 3), np.uint8)
+    blue[..., 2] = 255
+    out = export.compose([[red, blue], [blue]])
+    g = export.GAP
+    assert out.shape == (5 + g + 5, 4 + g + 2, 3)
+    assert out[0, 0].tolist() == [255, 255, 255] and out[0, 1].tolist() == [255, 0, 0]
+    assert out[4, 0].tolist() == [255, 255, 255], "a shorter canvas is top-aligned"
+    assert out[0, 4 + g].tolist() == [0, 0, 255] and out[5 + g, 0].tolist() == [0, 0, 255]
+    assert out[5 + g, 2].tolist() == [255, 255, 255]

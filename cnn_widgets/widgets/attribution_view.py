@@ -398,6 +398,35 @@ class AttributionView(Panel, HeatmapDisplay, W.HBox):
             _check_json_option(name, v)
         return value
 
+    # -- exports (cnn_widgets/export.py) ----------------------------------------------------------
+
+    def _export_image(self) -> Any:
+        """The heatmap over the image as on screen (after the computation in progress finishes)."""
+        from .. import export
+
+        self.wait()
+        return export.attribution_view_image(self)
+
+    def _export_record(self) -> dict[str, Any]:
+        from .. import export
+
+        r = self._shown
+        shown = {"method": r.method, "target": r.target, "layer": r.layer, "options": r.options} if r else {
+            "method": self.method, "target": self._resolved_target(), "layer": self._resolved_layer(),
+            "options": dict(self.options)}
+        display = {k: getattr(self, k) for k in ("sign", "colormap", "opacity", "clip_percentile")}
+        return {**export.model_fields(self._model), **export.image_fields(self._input[None]), **shown,
+                "display": display, "target_label": self.labels[int(shown["target"])]}
+
+    def _export_html(self) -> list[dict[str, Any]]:
+        """The canvas view (display controls work offline; a new method or target needs the kernel) and
+        the prediction bars as HTML."""
+        from .. import export
+
+        self.wait()
+        return [export.widget_part(self._canvas),
+                export.bars_part("top predictions", self.predictions, self._resolved_target())]
+
     # -- requests ---------------------------------------------------------------------------------
 
     @t.observe("method")

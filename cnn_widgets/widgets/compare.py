@@ -187,6 +187,35 @@ class Compare(Panel, _Display, anywidget.AnyWidget):
             self.set_trait("progress", (settled + (fraction if running else 0.0)) / max(len(status), 1))
             self.set_trait("busy", running or "queued" in status)
 
+    # -- exports (cnn_widgets/export.py) ----------------------------------------------------------
+
+    def _export_image(self) -> Any:
+        """The panels of the rows computed (after the rows still running finish)."""
+        from .. import export
+
+        self.wait()
+        return export.compare_image(self)
+
+    def _export_record(self) -> dict[str, Any]:
+        from .. import export
+
+        rows = [{"method": r.method, "layer": r.layer, "options": dict(r.options or {})} for r in self._rows]
+        return {**export.model_fields(self._model), **export.image_fields(self._batch), "method": list(self.methods),
+                "layer": [r.layer for r in self._rows], "options": rows, "target": list(self.targets),
+                "display": {k: getattr(self, k) for k in ("scale", "sign", "colormap", "opacity", "clip_percentile")}}
+
+    def _export_html(self) -> list[dict[str, Any]]:
+        """The grid with every computed row in the file (display controls work offline)."""
+        from .. import export
+
+        self.wait()
+        rows = []
+        for r, encoded in enumerate(self._encoded):
+            if encoded is not None:
+                header, buffers = split_buffers(encoded)
+                rows.append(({"type": "row", "row": r, **header}, buffers))
+        return [export.widget_part(self, replies={"fetch": rows})]
+
     # -- the browser -------------------------------------------------------------------------------
 
     def _send_row(self, r: int) -> None:

@@ -278,6 +278,17 @@ class ConvExplainer(Panel, anywidget.AnyWidget):
             self._show(trace, chain, position, channel, input_channel)
         self._refresh()
 
+    def _export_image(self) -> Any:
+        from .. import export
+
+        return export.conv_explainer_image(self)
+
+    def _export_record(self) -> dict[str, Any]:
+        from .. import export
+
+        return {**export.model_fields(self._model), **export.image_fields(self._batch), "layer": self.layer,
+                "options": {"channel": self.channel, "position": list(self.position), "input_channel": self.input_channel}}
+
     @property
     def explanation(self) -> dict[str, Any]:
         """The numbers on screen (see :func:`explain_conv`; ``steps`` for what follows the conv)."""

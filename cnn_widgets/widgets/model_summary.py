@@ -291,6 +291,7 @@ class ModelSummary(Panel, anywidget.AnyWidget):
             "calls": len(trace.calls),
         }
         self._names = frozenset(index)
+        self._model, self._input = model, batch  # for the export record
         super().__init__(**kwargs)
         with self.hold_sync():
             self._summary = {
@@ -298,6 +299,16 @@ class ModelSummary(Panel, anywidget.AnyWidget):
                 "blocks": blocks, "joins": joins, "totals": self.totals,
             }
             self.selected = selected
+
+    def _export_image(self) -> Any:
+        from .. import export
+
+        return export.model_summary_image(self)
+
+    def _export_record(self) -> dict[str, Any]:
+        from .. import export
+
+        return {**export.model_fields(self._model), **export.image_fields(self._input), "layer": self.selected}
 
     @t.validate("selected")
     def _check_selected(self, proposal: t.Bunch) -> str | None:

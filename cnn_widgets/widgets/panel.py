@@ -6,10 +6,13 @@ once and every view has it.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
+import numpy as np
 import traitlets as t
 
+from .. import export
 from ..style import FONT_SCALE_RANGE, default_scale, follow, unfollow
 from ._common import CheckedFloat, WidgetValueError
 
@@ -52,3 +55,26 @@ class Panel(t.HasTraits):
         if not lo <= value <= hi:
             raise WidgetValueError(f"font_scale must be between {lo} and {hi}, got {value!r}")
         return value
+
+    # -- exports (cnn_widgets/export.py) ---------------------------------------------------------------
+
+    def to_png(self, path: str | os.PathLike[str]) -> dict[str, Any]:
+        """Write the picture the view's "save PNG" button downloads to ``path``, without a browser, and
+        its reproducibility record to ``<path>.json``; returns the record (see :mod:`cnn_widgets.export`)."""
+        return export.to_png(self, path)
+
+    def save_html(self, path: str | os.PathLike[str]) -> dict[str, Any]:
+        """Write one self-contained HTML file showing the view as it is now (no network, no kernel: a
+        handout); returns the reproducibility record embedded in it (see :mod:`cnn_widgets.export`)."""
+        return export.save_html(self, path)
+
+    def _export_image(self) -> np.ndarray:
+        raise export.ExportError(f"{type(self).__name__} has no PNG export")
+
+    def _export_record(self) -> dict[str, Any]:
+        return {}
+
+    def _export_html(self) -> list[dict[str, Any]]:
+        if not hasattr(self, "_esm"):
+            raise export.ExportError(f"{type(self).__name__} has no HTML export")
+        return [export.widget_part(self)]

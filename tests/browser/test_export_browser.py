@@ -22,6 +22,7 @@ pytestmark = pytest.mark.browser
 
 TIMEOUT = 60_000
 AB, FG, AV = ".cnnw-activation-browser", ".cnnw-filter-grid", ".cnnw-attribution-view"
+CMP, CE, MS = ".cnnw-compare", ".cnnw-conv-explainer", ".cnnw-model-summary"
 
 
 def views_cell(out: Path, channel: int) -> str:
@@ -109,7 +110,10 @@ def exports(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """HTML and PNG exports of three ShapesNet views and of views named and labelled with markup."""
     from cnn_widgets.widgets.activation_browser import ActivationBrowser
     from cnn_widgets.widgets.attribution_view import AttributionView
+    from cnn_widgets.widgets.compare import compare
+    from cnn_widgets.widgets.conv_explainer import ConvExplainer
     from cnn_widgets.widgets.filter_grid import FilterGrid
+    from cnn_widgets.widgets.model_summary import ModelSummary
     from cnn_widgets.zoo import load_shapesnet, shapes_dataset
 
     out = tmp_path_factory.mktemp("exports")
@@ -123,6 +127,10 @@ def exports(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "fg": FilterGrid(model, "features.conv2"),
             "av": AttributionView(model, images[1], "saliency", labels=[XSS_NAME, "b", "c", "d", "e"]),
         }
+        views["cmp"] = compare(model, [images[0], images[1]], ["grad_cam", "saliency"], sign="all", scale="shared")
+        views["cmp"].wait()
+        views["ce"] = ConvExplainer(model, images[0], "features.conv2", channel=3)
+        views["ms"] = ModelSummary(model, images[0], selected="features.conv1")
         xss_model, x = archs.build("xss_named")
         views["xss"] = ActivationBrowser(xss_model, x, layer=f"blocks.{XSS_NAME}")
         for name, view in views.items():
@@ -152,13 +160,21 @@ def open_offline(page: Page, path: Path) -> list[str]:
     return tried
 
 
-@pytest.mark.parametrize("name, root", [("ab", AB), ("fg", FG), ("av", AV)])
+@pytest.mark.parametrize("name, root", [("ab", AB), ("fg", FG), ("av", AV), ("cmp", CMP), ("ce", CE)])
 def test_offline_html_paints_what_to_png_writes(page: Page, exports: Path, name: str, root: str) -> None:
     tried = open_offline(page, exports / f"{name}.html")
     assert tried == [], f"the export asked the network for {tried}"
     assert_same(saved_png(page, root), png(exports / f"{name}.png"), name)
     record = json.loads(page.locator("#cnnw-record").text_content() or "{}")
     assert record["widget"] and record["image_sha256"] != "" and record["versions"]["cnn_widgets"]
+
+
+def test_offline_model_summary_strip_is_close_to_to_png(page: Page, exports: Path) -> None:
+    """The strip is an svg: its PNG is the browser's rasterisation, anti-aliased edges and all."""
+    open_offline(page, exports / "ms.html")
+    got, want = saved_png(page, MS), png(exports / "ms.png")
+    assert got.shape == want.shape
+    assert np.mean(np.abs(got - want).max(axis=2) > 1) < 0.1
 
 
 def test_offline_activation_browser_slider_works_from_the_file(page: Page, exports: Path) -> None:
