@@ -37,6 +37,7 @@ import math
 import numbers
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -59,17 +60,70 @@ DEFAULT_ROTATIONS: tuple[float, ...] = tuple(float(a) for a in range(-10, 11))  
 SMALL_MODEL = 1_000_000  # parameters: below this the default size is 64, else 128
 PROGRESS_EVERY = 8  # steps between progress callbacks
 
-__all__ = ["COLOR_CORRELATION", "DEFAULT_ROTATIONS", "DEFAULT_SCALES", "OBJECTIVES", "visualize_feature"]
+__all__ = [
+    "COLOR_CORRELATION", "DEFAULT_ROTATIONS", "DEFAULT_SCALES", "OBJECTIVES", "Settings", "default_size",
+    "input_normaliser", "settings", "visualize_feature",
+]
 
 
 class _Stop(Exception):
     """Raised by the capture hook to end the forward pass once the layer's output is in hand."""
 
 
+@dataclass(frozen=True)
+class Settings:
+    """The checked optimisation options of :func:`visualize_feature` (hashable: a cache key part)."""
+
+    steps: int
+    size: tuple[int, int]
+    seed: int
+    lr: float
+    jitter: int
+    scales: tuple[float, ...]
+    rotations: tuple[float, ...]
+    tv: float
+    l2: float
+
+
+def default_size(model: nn.Module) -> int:
+    """The image side :func:`visualize_feature` optimises at when ``size=None``: 64 for models under
+    1 M parameters (small demo networks such as ShapesNet, trained on 64² images), else 128."""
+    return 64 if sum(p.numel() for p in model.parameters()) < SMALL_MODEL else 128
+
+
+def settings(
+    model: nn.Module,
+    *,
+    steps: int = 256,
+    size: int | tuple[int, int] | None = None,
+    seed: int = 0,
+    lr: float = 0.05,
+    jitter: int | None = None,
+    scales: Sequence[float] = DEFAULT_SCALES,
+    rotations: Sequence[float] = DEFAULT_ROTATIONS,
+    tv: float = 0.0,
+    l2: float = 0.0,
+) -> Settings:
+    """The options of :func:`visualize_feature` checked (clear ``TypeError``/``ValueError`` naming the
+    argument), with ``size`` and ``jitter`` resolved for ``model``."""
+    height, width = _size(size, model)
+    return Settings(
+        steps=_int_at_least("steps", steps, 1),
+        size=(height, width),
+        seed=_int_at_least("seed", seed, 0),
+        lr=_number("lr", lr, positive=True),
+        jitter=max(1, min(height, width) // 16) if jitter is None else _int_at_least("jitter", jitter, 0),
+        scales=tuple(_numbers("scales", scales, positive=True)),
+        rotations=tuple(_numbers("rotations", rotations)),
+        tv=_number("tv", tv),
+        l2=_number("l2", l2),
+    )
+
+
 def visualize_feature(
     model: nn.Module,
     layer: str | None,
-    channel: int,
+    channel: int | Sequence[int],
     *,
     objective: str = "channel",
     steps: int = 256,
@@ -85,6 +139,7 @@ def visualize_feature(
     std: Stats = None,
     output: Output = None,
     progress: Callable[[int, torch.Tensor], None] | None = None,
+    progress_every: int = PROGRESS_EVERY,
 ) -> torch.Tensor:
     """An image (float32 3×H×W in 0‥1, on the CPU) that maximises one feature of ``model`` (see the
     module doc for the method).
@@ -93,18 +148,27 @@ def visualize_feature(
     positions; the first call when the module runs more than once); ``"neuron"`` — that channel at the
     centre position of a (N, C, H, W) output; ``"class"`` — the score of class ``channel`` (``layer`` is
     ignored; ``output=`` selects the scores of a structured output as in
-    :func:`cnn_widgets.attribute`). ``steps`` Adam steps of learning rate ``lr``. ``size``: the image
-    side (or ``(height, width)``); default 64 for models under 1 M parameters, else 128 (the model's
-    own input size is not known; pass it for models with a fixed input size). ``jitter``: the largest
-    random shift in pixels, default ``size // 16``; ``scales``/``rotations``: the random zoom factors
-    and angles (degrees) to choose from, default Lucid's 0.9‥1.1 and −10‥10; ``tv``/``l2``: penalty
-    weights, default 0 (the Fourier parameterisation and transforms already keep the image smooth;
-    raise them for calmer images). ``mean``/``std``: the model's input normalisation in 0‥1 units.
+    :func:`cnn_widgets.attribute`). ``channel`` may be a list of channels (or classes): they are
+    optimised together as one batch and an N×3×H×W tensor comes back, image ``i`` for ``channel[i]``,
+    each from the same start and under the same random transforms as its single call. Batched
+    convolutions round differently and Adam's normalised first steps turn last-bit differences into
+    visible ones (as another ``torch.set_num_threads`` does), so a batch's image is an equally optimised
+    image, not the single call's bit for bit; a one-channel list gives exactly the single call's image.
 
-    ``progress(step, image)`` is called every 8 steps and after the last with the current image
-    (3×H×W, 0‥1); it may raise :class:`cnn_widgets.Cancelled` to stop. The model runs in eval mode in
-    one model session with its parameters' ``requires_grad`` off (no ``.grad`` is ever written) and is
-    restored afterwards, also on error or cancel.
+    Options and defaults: ``steps=256`` Adam steps of learning rate ``lr=0.05``. ``size``: the image
+    side (or ``(height, width)``); ``size=None`` (the default) optimises at :func:`default_size` — 64² for
+    models under 1 M parameters, else 128² (the model's own input size is not known; pass it for models with a fixed
+    input size). ``jitter``: the largest random shift in pixels, default ``size // 16`` (at least 1);
+    ``scales``/``rotations``: the random zoom factors and angles (degrees) to choose from, default
+    Lucid's 0.9‥1.1 (:data:`DEFAULT_SCALES`) and −10‥10 (:data:`DEFAULT_ROTATIONS`); ``tv``/``l2``:
+    penalty weights, default 0 (the Fourier parameterisation and transforms already keep the image
+    smooth; raise them for calmer images). ``mean``/``std``: the model's input normalisation in 0‥1
+    units (default none). ``seed=0``: the same seed gives the same image.
+
+    ``progress(step, image)`` is called every ``progress_every`` (8) steps and after the last with the
+    current image (shaped as the result, 0‥1); it may raise :class:`cnn_widgets.Cancelled` to stop.
+    The model runs in eval mode in one model session with its parameters' ``requires_grad`` off (no
+    ``.grad`` is ever written) and is restored afterwards, also on error or cancel.
     """
     check_model(model, hooks=objective != "class")
     if objective not in OBJECTIVES:
@@ -115,18 +179,68 @@ def visualize_feature(
         if not isinstance(layer, str):
             raise TypeError(f"layer must be a layer name (str) from model.named_modules(), got {layer!r}")
         layer = check_layer_names(model, [layer])[0]
-    channel = _int_at_least("channel", channel, 0)
-    steps = _int_at_least("steps", steps, 1)
-    seed = _int_at_least("seed", seed, 0)
-    height, width = _size(size, model)
-    jitter = max(1, min(height, width) // 16) if jitter is None else _int_at_least("jitter", jitter, 0)
-    lr = _number("lr", lr, positive=True)
-    tv = _number("tv", tv)
-    l2 = _number("l2", l2)
-    scales = _numbers("scales", scales, positive=True)
-    rotations = _numbers("rotations", rotations)
+    batched = isinstance(channel, Sequence) and not isinstance(channel, (str, bytes))
+    if batched and not channel:
+        raise ValueError("channel is an empty list; pass a channel index or a non-empty list of them")
+    targets = [_int_at_least("channel", c, 0) for c in (channel if batched else [channel])]
+    options = settings(
+        model, steps=steps, size=size, seed=seed, lr=lr, jitter=jitter, scales=scales, rotations=rotations,
+        tv=tv, l2=l2,
+    )
     if progress is not None and not callable(progress):
         raise TypeError(f"progress must be a callable (step, image), got {type(progress).__name__}")
+    progress_every = _int_at_least("progress_every", progress_every, 1)
+    normalise = input_normaliser(model, mean, std)
+
+    generator = torch.Generator().manual_seed(options.seed)
+    image = _FourierImage(normalise.channels, *options.size, generator, batch=len(targets))
+    optimizer = torch.optim.Adam([image.spectrum], lr=options.lr)
+    transform = _Transform(options.jitter, list(options.scales), list(options.rotations), generator)
+
+    def result() -> torch.Tensor:
+        pixels = _rgb(image)
+        return pixels if batched else pixels[0]
+
+    with model_session(model, eval_mode=True, hooks=objective != "class"), torch.enable_grad(), \
+            _redirected_relus(model):
+        for p in model.parameters():
+            p.requires_grad_(False)  # the session restores the flags; no parameter gradient is formed
+        score = _objective(model, objective, layer, targets, output)
+        for step in range(1, options.steps + 1):
+            pixels = image()
+            x = normalise(transform(pixels))
+            # one sum over the batch: each image's gradient is that of its own objective
+            loss = -score(x).sum()
+            if options.tv:
+                loss = loss + options.tv * _total_variation(pixels).sum()
+            if options.l2:
+                loss = loss + options.l2 * (pixels - 0.5).square().flatten(1).mean(dim=1).sum()
+            (grad,) = torch.autograd.grad(loss, [image.spectrum])
+            image.spectrum.grad = grad
+            optimizer.step()
+            if progress is not None and (step % progress_every == 0 or step == options.steps):
+                progress(step, result())
+    return result()
+
+
+class _Normaliser:
+    """The model's input from 0‥1 pixels: ``(x - mean) / std`` per channel (``channels``: 1 or 3)."""
+
+    def __init__(self, channels: int, shift: torch.Tensor | None, divide: torch.Tensor | None) -> None:
+        self.channels, self.shift, self.divide = channels, shift, divide
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.shift is not None:
+            x = x - self.shift
+        if self.divide is not None:
+            x = x / self.divide
+        return x
+
+
+def input_normaliser(model: nn.Module, mean: Stats = None, std: Stats = None) -> _Normaliser:
+    """How :func:`visualize_feature` turns its 0‥1 images into ``model``'s input: RGB, or grey for a
+    model whose first convolution takes one channel (any other count is a ``ValueError``), normalised
+    with ``mean``/``std`` (0‥1 units, checked)."""
     channels = expected_channels(model) or 3
     if channels not in (1, 3):
         raise ValueError(
@@ -135,37 +249,7 @@ def visualize_feature(
         )
     mean_v, std_v = _parse_stats(mean, "mean"), _parse_stats(std, "std")
     _check_units(mean_v, std_v)
-    shift = _per_channel(mean_v, channels, "mean", "")
-    divide = _per_channel(std_v, channels, "std", "")
-
-    generator = torch.Generator().manual_seed(seed)
-    image = _FourierImage(channels, height, width, generator)
-    optimizer = torch.optim.Adam([image.spectrum], lr=lr)
-    transform = _Transform(jitter, scales, rotations, generator)
-
-    with model_session(model, eval_mode=True, hooks=objective != "class"), torch.enable_grad(), \
-            _redirected_relus(model):
-        for p in model.parameters():
-            p.requires_grad_(False)  # the session restores the flags; no parameter gradient is formed
-        score = _objective(model, objective, layer, channel, output)
-        for step in range(1, steps + 1):
-            pixels = image()
-            x = transform(pixels)
-            if shift is not None:
-                x = x - shift
-            if divide is not None:
-                x = x / divide
-            loss = -score(x)
-            if tv:
-                loss = loss + tv * _total_variation(pixels)
-            if l2:
-                loss = loss + l2 * (pixels - 0.5).square().mean()
-            (grad,) = torch.autograd.grad(loss, [image.spectrum])
-            image.spectrum.grad = grad
-            optimizer.step()
-            if progress is not None and (step % PROGRESS_EVERY == 0 or step == steps):
-                progress(step, _rgb(image))
-    return _rgb(image)
+    return _Normaliser(channels, _per_channel(mean_v, channels, "mean", ""), _per_channel(std_v, channels, "std", ""))
 
 
 class _RedirectedReLU(torch.autograd.Function):
@@ -219,7 +303,9 @@ def _redirected_relus(model: nn.Module) -> Iterator[None]:
 class _FourierImage:
     """The image as 1/f-scaled Fourier coefficients (the optimised variable, ``spectrum``) → pixels."""
 
-    def __init__(self, channels: int, height: int, width: int, generator: torch.Generator) -> None:
+    def __init__(
+        self, channels: int, height: int, width: int, generator: torch.Generator, batch: int = 1
+    ) -> None:
         fy = torch.fft.fftfreq(height)[:, None]
         fx = torch.fft.rfftfreq(width)[None, :]
         frequency = (fy.square() + fx.square()).sqrt()
@@ -227,7 +313,8 @@ class _FourierImage:
         self.size = (height, width)
         self.channels = channels
         shape = (1, channels, height, width // 2 + 1, 2)
-        self.spectrum = (torch.randn(shape, generator=generator) * 0.01).requires_grad_(True)
+        start = torch.randn(shape, generator=generator) * 0.01  # one start, shared by a batch's images
+        self.spectrum = start.repeat(batch, 1, 1, 1, 1).requires_grad_(True)
 
     def __call__(self) -> torch.Tensor:
         coefficients = torch.view_as_complex(self.spectrum) * self.scale
@@ -239,13 +326,15 @@ class _FourierImage:
 
 
 def _rgb(image: _FourierImage) -> torch.Tensor:
+    """The images as N×3×H×W float32 (a grey image repeated in the three channels)."""
     with torch.no_grad():
-        pixels = image()[0].float()
-    return pixels.expand(3, -1, -1).clone() if pixels.shape[0] == 1 else pixels.clone()
+        pixels = image().float()
+    return pixels.expand(-1, 3, -1, -1).clone() if pixels.shape[1] == 1 else pixels.clone()
 
 
 class _Transform:
-    """One random shift + zoom + rotation per call, as a single bilinear resampling (reflected edges)."""
+    """One random shift + zoom + rotation per call (the same for every image of a batch), as a single
+    bilinear resampling (reflected edges)."""
 
     def __init__(
         self, jitter: int, scales: list[float], rotations: list[float], generator: torch.Generator
@@ -263,15 +352,20 @@ class _Transform:
         cos, sin = math.cos(angle) / zoom, math.sin(angle) / zoom
         # output (x, y) in [-1, 1] → input position: rotate and shrink (the image appears zoomed), then shift
         theta = torch.tensor([[cos, -sin * h / w, 2 * dx / w], [sin * w / h, cos, 2 * dy / h]])
-        grid = F.affine_grid(theta[None].to(pixels.dtype), list(pixels.shape), align_corners=False)
+        theta = theta[None].to(pixels.dtype).expand(pixels.shape[0], -1, -1)
+        grid = F.affine_grid(theta, list(pixels.shape), align_corners=False)
         return F.grid_sample(pixels, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
 
 def _objective(
-    model: nn.Module, objective: str, layer: str | None, channel: int, output: Output
+    model: nn.Module, objective: str, layer: str | None, targets: list[int], output: Output
 ) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``score(x)``: the quantity to maximise for the model input ``x`` (pixels already normalised).
-    Runs inside the caller's session; checks the layer output and channel on the first call."""
+    """``score(x)``: the quantity to maximise for each image of the model input ``x`` (pixels already
+    normalised; image ``i`` scores ``targets[i]``), N values. Runs inside the caller's session; checks
+    the layer output and the channels on the first call."""
+    index = torch.tensor(targets)
+    rows = torch.arange(len(targets))
+    top = max(targets)
 
     def run(x: torch.Tensor, hook: Callable[..., Any] | None) -> Any:
         batch = model_input(model, x)
@@ -292,12 +386,12 @@ def _objective(
     if objective == "class":
         def score(x: torch.Tensor) -> torch.Tensor:
             scores = outputs.select(run(x, None), output)
-            if channel >= scores.shape[1]:
+            if top >= scores.shape[1]:
                 raise ValueError(
-                    f"channel {channel} is out of range: the model has {scores.shape[1]} classes "
+                    f"channel {top} is out of range: the model has {scores.shape[1]} classes "
                     f"(0‥{scores.shape[1] - 1}); for objective='class', channel is the class index"
                 )
-            return scores[:, channel].float().mean()
+            return scores[rows, index].float()
 
         return score
 
@@ -319,24 +413,26 @@ def _objective(
                 "never calls it); pick a layer the model uses"
             )
         out = found[0]
-        if out.ndim < 2 or channel >= out.shape[1]:
+        if out.ndim < 2 or top >= out.shape[1]:
             have = f"{out.shape[1]} channels (0‥{out.shape[1] - 1})" if out.ndim >= 2 else "no channel dimension"
-            raise ValueError(f"channel {channel} is out of range: layer {layer!r} output {tuple(out.shape)} has {have}")
+            raise ValueError(f"channel {top} is out of range: layer {layer!r} output {tuple(out.shape)} has {have}")
         if objective == "neuron":
             if out.ndim != 4:
                 raise ValueError(
                     f"objective='neuron' needs a layer with (N, C, H, W) output; {layer!r} gives "
                     f"{tuple(out.shape)} (use objective='channel')"
                 )
-            return out[:, channel, out.shape[2] // 2, out.shape[3] // 2].float().mean()
-        return out[:, channel].float().mean()
+            return out[rows, index, out.shape[2] // 2, out.shape[3] // 2].float()
+        return out[rows, index].flatten(1).float().mean(dim=1)
 
     return score
 
 
 def _total_variation(pixels: torch.Tensor) -> torch.Tensor:
-    dy = (pixels[:, :, 1:] - pixels[:, :, :-1]).abs().mean()
-    dx = (pixels[:, :, :, 1:] - pixels[:, :, :, :-1]).abs().mean()
+    """Per image of an N×C×H×W batch: the mean absolute difference of vertical plus horizontal
+    neighbours (N values)."""
+    dy = (pixels[:, :, 1:] - pixels[:, :, :-1]).abs().flatten(1).mean(dim=1)
+    dx = (pixels[:, :, :, 1:] - pixels[:, :, :, :-1]).abs().flatten(1).mean(dim=1)
     return dy + dx
 
 
@@ -375,7 +471,7 @@ def _numbers(name: str, values: Any, positive: bool = False) -> list[float]:
 
 def _size(size: Any, model: nn.Module) -> tuple[int, int]:
     if size is None:
-        side = 64 if sum(p.numel() for p in model.parameters()) < SMALL_MODEL else 128
+        side = default_size(model)
         return side, side
     if isinstance(size, numbers.Integral) and not isinstance(size, bool):
         size = (size, size)
