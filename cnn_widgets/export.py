@@ -746,3 +746,52 @@ def model_summary_image(widget: Any) -> np.ndarray:
         draw.rectangle([x, y, x + w - 1, y + h - 1], fill=colour, outline=ACCENT if hot else BACKGROUND,
                        width=2 if hot else 1)
     return compose([[np.asarray(picture)]])
+
+
+# -- boxes of views (Explorer and other layouts of Panels) ------------------------------------------------
+
+
+def parts(widget: Any) -> list[Any]:
+    """The views inside a box widget, in layout order: every descendant that is a cnn_widgets view (one
+    with ``to_png``), not looking inside those."""
+    found: list[Any] = []
+
+    def walk(node: Any) -> None:
+        for child in getattr(node, "children", ()):
+            if hasattr(child, "_export_image") and hasattr(child, "to_png"):
+                found.append(child)
+            else:
+                walk(child)
+
+    walk(widget)
+    return found
+
+
+def _exportable(widget: Any, method: str) -> list[tuple[Any, Any]]:
+    out = []
+    for part in parts(widget):
+        try:
+            out.append((part, getattr(part, method)()))
+        except ExportError:
+            continue
+    if not out:
+        raise ExportError(f"{type(widget).__name__} has no {'PNG' if method == '_export_image' else 'HTML'} export")
+    return out
+
+
+def parts_image(widget: Any) -> np.ndarray:
+    """A box of views: each view's picture on its own row, in layout order (views without one left out)."""
+    return compose([[picture] for _, picture in _exportable(widget, "_export_image")])
+
+
+def parts_html(widget: Any) -> list[dict[str, Any]]:
+    """A box of views: the HTML parts of each view, in layout order."""
+    return [p for _, part_list in _exportable(widget, "_export_html") for p in part_list]
+
+
+def parts_record(widget: Any) -> dict[str, Any]:
+    """A box of views: the first view's fields (model, image, …) and every view's own under ``parts``."""
+    records = [(type(p).__name__, p._export_record()) for p in parts(widget)]
+    if not records:
+        return {}
+    return {**records[0][1], "parts": [{"widget": name, **fields} for name, fields in records]}

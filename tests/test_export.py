@@ -405,3 +405,29 @@ def test_compose_lays_canvases_out_on_white_with_gaps():
     assert out[4, 0].tolist() == [255, 255, 255], "a shorter canvas is top-aligned"
     assert out[0, 4 + g].tolist() == [0, 0, 255] and out[5 + g, 0].tolist() == [0, 0, 255]
     assert out[5 + g, 2].tolist() == [255, 255, 255]
+
+
+def test_a_box_of_views_exports_its_views(shapes, tmp_path):
+    """A layout of views (as Explorer is) exports each view: pictures stacked, HTML parts in order."""
+    import ipywidgets as W
+
+    from cnn_widgets.widgets.panel import Panel
+
+    class Board(Panel, W.VBox):
+        pass
+
+    model, images = shapes
+    ab, fg = ActivationBrowser(model, images[0]), FilterGrid(model)
+    board = Board(children=[W.HBox([ab, W.Label("text")]), fg])
+    assert export.parts(board) == [ab, fg]
+    picture = export.image(board)
+    a, f = export.image(ab), export.image(fg)
+    assert picture.shape == (a.shape[0] + export.GAP + f.shape[0], max(a.shape[1], f.shape[1]), 3)
+    assert np.array_equal(picture[:a.shape[0], :a.shape[1]], a)
+    rec = board.to_png(tmp_path / "b.png")
+    assert rec["widget"] == "Board" and [p["widget"] for p in rec["parts"]] == ["ActivationBrowser", "FilterGrid"]
+    assert rec["image_sha256"] == export.record(ab)["image_sha256"]
+    assert [p["kind"] for p in board._export_html()] == ["widget", "widget"]
+    board.save_html(tmp_path / "b.html")
+    with pytest.raises(export.ExportError, match="Board has no PNG export"):
+        export.image(Board(children=[W.Label("nothing to draw")]))

@@ -68,13 +68,15 @@ class Panel(t.HasTraits):
         handout); returns the reproducibility record embedded in it (see :mod:`cnn_widgets.export`)."""
         return export.save_html(self, path)
 
+    # A view with its own picture overrides these; a box of views (Explorer) exports its views.
+
     def _export_image(self) -> np.ndarray:
-        raise export.ExportError(f"{type(self).__name__} has no PNG export")
+        return export.parts_image(self)
 
     def _export_record(self) -> dict[str, Any]:
-        return {}
+        return export.parts_record(self)
 
     def _export_html(self) -> list[dict[str, Any]]:
-        if not hasattr(self, "_esm"):
-            raise export.ExportError(f"{type(self).__name__} has no HTML export")
-        return [export.widget_part(self)]
+        if hasattr(self, "_esm"):
+            return [export.widget_part(self)]
+        return export.parts_html(self)
