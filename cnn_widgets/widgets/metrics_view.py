@@ -6,8 +6,8 @@ images, as one table — every number computed by :mod:`cnn_widgets.metrics`.
 The view is an ``ipywidgets.VBox``: an anywidget (``js/src/widgets/metrics_view.js``: the selected
 method's heatmap over the selected image, method and image selects, the randomisation slider with the
 rank correlation at each step, the table, progress and cancel) above two bqplot figures, the deletion
-and insertion curves of the selected image, one line per method. Clicking a curve, its legend entry or
-a table row selects that method and shows its map; the selects are the keyboard path.
+and insertion curves of the selected image, one line per method. Clicking a point of a curve or a table
+row selects that method and shows its map; the selects are the keyboard path.
 
 The work runs as jobs of :mod:`cnn_widgets.widgets.jobs` in a worker thread, in this order, and the
 table fills in as each job finishes: every method on all images (one batched attribution per method),
@@ -29,7 +29,7 @@ import ipywidgets as W
 import numpy as np
 import torch
 import traitlets as t
-from bqplot import Axis, Figure, LinearScale, Lines
+from bqplot import Axis, Figure, LinearScale, Lines, Scatter
 from torch import nn
 
 from .. import metrics, wire
@@ -40,8 +40,7 @@ from ..capture import model_session
 from ..images import Stats, prepare, to_batch
 from ..outputs import Output
 from ._common import (
-    CheckedFloat, CheckedInt, CheckedUnicode, WidgetValueError, bundle, check_colormap, check_opacity,
-    split_buffers,
+    CheckedFloat, CheckedInt, CheckedUnicode, HeatmapDisplay, WidgetValueError, bundle, split_buffers,
 )
 from .attribution_view import check_labels, check_scoring, class_probabilities, error_text, label_list
 from .compare import _image_list
@@ -89,6 +88,8 @@ class _MetricsCanvas(anywidget.AnyWidget):
     step = t.Int(0).tag(sync=True)
     opacity = t.Float(0.5).tag(sync=True, echo_update=False)
     colormap = t.Unicode("inferno").tag(sync=True, echo_update=False)
+    sign = t.Unicode("positive").tag(sync=True, echo_update=False)
+    clip_percentile = t.Float(99.0).tag(sync=True, echo_update=False)
     font_scale = t.Float(1.0).tag(sync=True)
     progress = t.Float(0.0).tag(sync=True)
     busy = t.Bool(False).tag(sync=True)
@@ -104,7 +105,7 @@ class _MetricsCanvas(anywidget.AnyWidget):
     _images = t.Dict().tag(sync=True)
 
 
-class Metrics(Panel, W.VBox):
+class Metrics(Panel, HeatmapDisplay, W.VBox):
     """How far to trust each method's heatmaps on ``images``: one table, methods × metrics, averaged
     over the images, with the curves and maps behind it.
 
@@ -122,7 +123,8 @@ class Metrics(Panel, W.VBox):
     ``output`` and ``logits`` as for :func:`cnn_widgets.compare`. ``seed`` fixes every random draw.
 
     Traits: ``method`` (the method shown), ``image`` (index), ``step`` (randomisation step, 0 = the
-    intact model), ``opacity``, ``colormap``; read-only ``progress``, ``busy``, ``phase`` (what runs now), ``error``. Results:
+    intact model), ``opacity``, ``colormap``, ``sign``, ``clip_percentile`` (as in
+    :class:`~cnn_widgets.AttributionView`, applied in the browser); read-only ``progress``, ``busy``, ``phase`` (what runs now), ``error``. Results:
     :attr:`table` (per method and image), :attr:`summary` (per method, averaged, with ``flagged``),
     :attr:`curves`, :attr:`maps`, :attr:`randomization`. :meth:`wait` blocks until all is computed,
     :meth:`cancel` stops, :meth:`run` computes what is missing. The model is never changed: every
@@ -135,6 +137,8 @@ class Metrics(Panel, W.VBox):
     step = CheckedInt(0)
     opacity = CheckedFloat(0.5)
     colormap = CheckedUnicode("inferno")
+    sign = CheckedUnicode("positive")
+    clip_percentile = CheckedFloat(99.0)
     progress = t.Float(0.0, read_only=True)
     busy = t.Bool(False, read_only=True)
     phase = t.Unicode("", read_only=True)
@@ -162,6 +166,8 @@ class Metrics(Panel, W.VBox):
         seed: int = 0,
         opacity: float = 0.5,
         colormap: str = "inferno",
+        sign: str = "positive",
+        clip_percentile: float = 99.0,
         **kwargs: Any,
     ) -> None:
         self._model = check_model(model)
@@ -225,6 +231,8 @@ class Metrics(Panel, W.VBox):
                          **kwargs)
         self.opacity = opacity
         self.colormap = colormap
+        self.sign = sign
+        self.clip_percentile = clip_percentile
         self.method = self._names[0]
         display = np.stack([d for _, d in prepared])
         image_labels = []
@@ -245,9 +253,9 @@ class Metrics(Panel, W.VBox):
             ]
             self._canvas._cascade = [{} for _ in self._names]
             self._canvas._images = wire.encode(torch.from_numpy(display), exact=True)
-        for name in ("method", "image", "step", "opacity", "colormap", "font_scale"):
+        for name in ("method", "image", "step", "opacity", "colormap", "sign", "clip_percentile"):
             t.link((self, name), (self._canvas, name))
-        for name in ("progress", "busy", "phase", "error"):
+        for name in ("progress", "busy", "phase", "error", "font_scale"):
             t.dlink((self, name), (self._canvas, name))
         self._canvas.on_msg(self._on_canvas_msg)
         self._publish_summary()
@@ -514,7 +522,7 @@ class Metrics(Panel, W.VBox):
 
     # -- curves -----------------------------------------------------------------------------------
 
-    def _make_charts(self) -> tuple[list[Figure], dict[str, list[Lines]]]:
+    def _make_charts(self) -> tuple[list[Figure], dict[str, list[tuple[Lines, Scatter]]]]:
         font = {"font-size": "12px"}
         figures, lines = [], {}
         for kind, title, label in (
@@ -522,18 +530,20 @@ class Metrics(Panel, W.VBox):
             ("insertion", "insertion · higher AUC is better", "fraction of pixels inserted"),
         ):
             x, y = LinearScale(min=0.0, max=1.0), LinearScale(min=0.0, max=1.0)
-            marks = []
+            marks, points = [], []
             for k, m in enumerate(self._names):
-                line = Lines(
-                    x=[], y=[], scales={"x": x, "y": y}, colors=[PALETTE[k % len(PALETTE)]], labels=[m],
-                    display_legend=True, stroke_width=2, interactions={"click": "select"},
-                )
-                line.on_element_click(partial(self._line_clicked, m))
-                line.on_legend_click(partial(self._line_clicked, m))
+                colour = PALETTE[k % len(PALETTE)]
+                line = Lines(x=[], y=[], scales={"x": x, "y": y}, colors=[colour], labels=[m], display_legend=True,
+                             stroke_width=2)
+                # bqplot reports clicks on a Lines path without saying which; its points say it
+                dots = Scatter(x=[], y=[], scales={"x": x, "y": y}, colors=[colour], default_size=36,
+                               stroke="white")
+                dots.on_element_click(partial(self._line_clicked, m))
                 marks.append(line)
-            lines[kind] = marks
+                points.append(dots)
+            lines[kind] = list(zip(marks, points))
             figure = Figure(
-                marks=marks,
+                marks=marks + points,
                 axes=[Axis(scale=x, label=label, tick_format=".0%", tick_style=font, label_offset="32px"),
                       Axis(scale=y, orientation="vertical", label="score / intact", tick_format=".1f",
                            tick_style=font, label_offset="36px")],
@@ -549,18 +559,23 @@ class Metrics(Panel, W.VBox):
     def _update_charts(self) -> None:
         found = self._curves.get(self.image, {})
         for kind, marks in self._lines.items():
-            for m, line in zip(self._names, marks):
+            for m, (line, dots) in zip(self._names, marks):
                 pair = found.get(m)
                 curve = None if pair is None else pair[0 if kind == "deletion" else 1]
+                x = [] if curve is None else curve.fractions.tolist()
+                y = [] if curve is None else curve.scores.tolist()
+                shown = m == self.method
                 with line.hold_sync():
-                    line.x = [] if curve is None else curve.fractions.tolist()
-                    line.y = [] if curve is None else curve.scores.tolist()
+                    line.x, line.y = x, y
                     line.labels = [m if curve is None else f"{m} · AUC {curve.auc:.2f}"]
-                    line.stroke_width = 4 if m == self.method else 1.5
-                    line.opacities = [1.0 if m == self.method else 0.55]
+                    line.stroke_width = 4 if shown else 1.5
+                    line.opacities = [1.0 if shown else 0.55]
+                with dots.hold_sync():
+                    dots.x, dots.y = x, y
+                    dots.default_size = 48 if shown else 24
 
-    def _line_clicked(self, m: str, mark: Lines, event: Any) -> None:
-        """A click on a curve or its legend entry shows that method's map."""
+    def _line_clicked(self, m: str, mark: Scatter, event: Any) -> None:
+        """A click on a point of a method's curve shows that method's map."""
         self.method = m
 
     @t.observe("image", "method")
@@ -590,14 +605,6 @@ class Metrics(Panel, W.VBox):
         if isinstance(value, bool) or value < 0:
             raise WidgetValueError(f"step must be an int >= 0 (0: the intact model), got {value!r}")
         return value
-
-    @t.validate("opacity")
-    def _check_opacity(self, proposal: t.Bunch) -> float:
-        return check_opacity(proposal["value"])
-
-    @t.validate("colormap")
-    def _check_colormap(self, proposal: t.Bunch) -> str:
-        return check_colormap(proposal["value"])
 
     # -- the browser ------------------------------------------------------------------------------
 
