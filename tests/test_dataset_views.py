@@ -293,3 +293,125 @@ def test_dataset_images_reads_any_data_form(model, data):
     torch.testing.assert_close(x, (images[[1]] - 0.5) / 0.25)
     with pytest.raises(ValueError, match="no image 500"):
         dataset_images(data, [500], model)
+
+
+# ------------------------------------------------------------------------------- ClassHeatmaps
+def test_class_heatmaps_equal_a_brute_force_mean_of_attribute_maps(untouched):
+    from cnn_widgets import attribute
+    from cnn_widgets.widgets.class_heatmaps import ClassHeatmaps
+
+    model = zoo.load_shapesnet("cheat")  # the cheat model on clean data: some images are misclassified
+    images, labels, _ = zoo.shapes_dataset(40, seed=4)
+    with untouched(model):
+        view = ClassHeatmaps(model, (images, labels), "grad_cam", labels=list(zoo.CLASSES), batch_size=16)
+        assert view.wait(300)
+    assert view.error == ""
+    maps, predicted = [], []
+    for i in range(len(images)):  # one image at a time: no batching shared with the view
+        result = attribute(model, images[i : i + 1], "grad_cam")
+        maps.append(result.map.reshape(64, 64).double().numpy())
+        predicted.append(int(result.target[0] if isinstance(result.target, list) else result.target))
+    classes = len(zoo.CLASSES)
+    assert view.counts.shape == (classes, 2)
+    assert view.counts[:, 1].sum() > 0, "the test needs misclassified images"
+    for label in range(classes):
+        for col, correct in enumerate((True, False)):
+            members = [i for i in range(len(images)) if labels[i] == label and (predicted[i] == label) == correct]
+            assert view.cell_indices(label, correct) == members
+            assert view.counts[label, col] == len(members)
+            if members:
+                expected = np.mean([maps[i] for i in members], axis=0)
+                np.testing.assert_allclose(view.averages[label, col], expected, rtol=1e-4, atol=1e-6 * np.abs(expected).max())
+            else:
+                assert np.isnan(view.averages[label, col]).all()
+    payload = view._grid
+    assert payload["classes"] == list(zoo.CLASSES) and payload["counts"] == view.counts.tolist()
+    # clicking a cell lists its images with their own maps
+    label, col = np.argwhere(view.counts[:, 1] > 0)[0][0], 1
+    view.select(int(label), correct=False)
+    assert view.wait(120) and view.error == ""
+    cell = view._cell
+    members = view.cell_indices(int(label), False)
+    assert cell["indices"] == members[:24] and cell["total"] == len(members)
+    assert [predicted[i] for i in cell["indices"]] == cell["predicted"]
+    thumbs = wire.decode(cell["images"])
+    np.testing.assert_array_equal(thumbs[0], (images[members[0]].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy())
+    assert view.selected_class == label and view.selected_column == "incorrect"
+
+
+def test_class_heatmaps_errors():
+    from cnn_widgets.widgets.class_heatmaps import ClassHeatmaps
+
+    model = zoo.load_shapesnet()
+    images, labels, _ = zoo.shapes_dataset(8, seed=4)
+    with pytest.raises(ValueError, match="unknown method"):
+        ClassHeatmaps(model, (images, labels), "nope")
+    with pytest.raises(TypeError, match="data"):
+        ClassHeatmaps(model, 3)
+    view = ClassHeatmaps(model, images)  # no labels: said in the view
+    assert view.wait(120)
+    assert "labelled" in view.error
+    labelled = ClassHeatmaps(model, (images, labels), labels=[archs.XSS_NAME] * 5)
+    assert labelled.wait(120) and labelled._grid["classes"][0] == archs.XSS_NAME
+    with pytest.raises(ValueError, match="selected_class"):
+        labelled.selected_class = 5
+    with pytest.raises(ValueError, match="selected_column"):
+        labelled.selected_column = "both"
+
+
+# --------------------------------------------------------------------------- ChannelImportance
+def test_channel_importance_view_shows_the_functions_numbers(untouched):
+    from cnn_widgets.widgets.channel_importance_view import ChannelImportance
+
+    model = zoo.load_shapesnet()
+    images, labels, _ = zoo.shapes_dataset(48, seed=8)
+    data = (images, labels)
+    with untouched(model):
+        view = ChannelImportance(model, data, "features.conv3", metric="loss", repeats=2, seed=4, batch_size=16)
+        assert view.wait(300)
+    assert view.error == ""
+    expected = channel_importance(model, data, "features.conv3", metric="loss", repeats=2, seed=4, batch_size=16,
+                                  progress=False)
+    got = view.importance
+    for field in ("permutation", "zeroing", "std"):
+        np.testing.assert_array_equal(getattr(got, field), getattr(expected, field))
+    # seeded: a second view gives identical numbers
+    again = ChannelImportance(model, data, "features.conv3", metric="loss", repeats=2, seed=4, batch_size=16)
+    assert again.wait(300)
+    np.testing.assert_array_equal(again.importance.permutation, got.permutation)
+    # sorted bars with error bars; a click selects the channel under the bar
+    channels = len(expected.permutation)
+    order = np.lexsort((np.arange(channels), -expected.permutation))
+    assert view._bars.x.tolist() == [str(c) for c in order]
+    np.testing.assert_allclose(view._bars.y, expected.permutation[order])
+    np.testing.assert_allclose(np.asarray(view._errors.y)[:, 1] - view._bars.y, expected.std[order])
+    np.testing.assert_allclose(view._dots.y, expected.zeroing[order])
+    view._bar_clicked(view._bars, {"data": {"index": 3}})
+    assert view.channel == order[3]
+    assert view._bars.colors[3] != view._bars.colors[0]
+    view.sort = "channel"
+    assert view._bars.x.tolist() == [str(c) for c in range(channels)]
+    # the controls carry the numbers for the keyboard path
+    assert view._controls._rows["permutation"] == pytest.approx(expected.permutation.tolist())
+    view._controls.channel = 5  # the channel menu
+    assert view.channel == 5
+
+
+def test_channel_importance_view_errors_and_given_result():
+    from cnn_widgets.widgets.channel_importance_view import ChannelImportance
+
+    model = zoo.load_shapesnet()
+    images, labels, _ = zoo.shapes_dataset(16, seed=8)
+    given = channel_importance(model, (images, labels), "features.conv4", repeats=1, progress=False)
+    view = ChannelImportance(model, (images, labels), "features.conv4", importance=given)
+    assert view.importance is given and not view.busy
+    with pytest.raises(ValueError, match="channel"):
+        view.channel = 64
+    with pytest.raises(ValueError, match="unknown layer"):
+        ChannelImportance(model, (images, labels), "features.nope")
+    with pytest.raises(ValueError, match="metric"):
+        ChannelImportance(model, (images, labels), "features.conv4", metric="f1")
+    with pytest.raises(ValueError, match="seed"):
+        ChannelImportance(model, (images, labels), "features.conv4", seed=-1)
+    with pytest.raises(ValueError, match="not of"):
+        ChannelImportance(model, (images, labels), "features.conv3", importance=given)
