@@ -62,3 +62,13 @@ test("tileRanges: channel, layer and global normalisation", () => {
   assert.throws(() => tileRanges("global", min, max, false), /global/);
   assert.throws(() => tileRanges(/** @type {any} */ ("bogus"), min, max, false), /unknown scale/);
 });
+
+test("the tables are cnn_widgets/colormaps.json, the file Python's PNG export reads", async () => {
+  const { readFile } = await import("node:fs/promises");
+  const data = JSON.parse(await readFile(new URL("../../cnn_widgets/colormaps.json", import.meta.url), "utf8"));
+  assert.deepEqual(COLORMAPS, Object.keys(data.luts));
+  for (const name of COLORMAPS) {
+    assert.deepEqual(Array.from(lut(name)), Array.from(Buffer.from(data.luts[name], "base64")), name);
+    assert.equal(isDiverging(name), data.diverging.includes(name), name);
+  }
+});
