@@ -208,7 +208,8 @@ class Explorer(Panel, W.VBox):
         displays = []
         for i, image in enumerate(self._images):
             try:
-                batch, display = prepare(image, mean, std, model=self._model, single=True)
+                with one_thread():  # see the parts below
+                    batch, display = prepare(image, mean, std, model=self._model, single=True)
             except (TypeError, ValueError) as err:
                 where = f"images[{i}]: " if len(self._images) > 1 else ""
                 raise type(err)(f"{where}{err}") from None
@@ -222,12 +223,21 @@ class Explorer(Panel, W.VBox):
         self._predicted: dict[int, int] = {}
         self._queued: set[int] = set()
 
-        self.summary = ModelSummary(model, first, mean, std)
-        self.filters = FilterGrid(model)
-        self.activations = ActivationBrowser(model, first, mean=mean, std=std)
-        self.attribution = AttributionView(
-            model, first, method=method, target=target, labels=names, mean=mean, std=std, output=output,
-        )
+        # one intra-op thread: the parts' many small forward passes otherwise wait for a scheduler slot
+        # whenever another process holds a core (several times slower on a busy machine)
+        # Each panel's flex basis: panels sit side by side when they fit, else stack (given at
+        # construction: no layout update message after the panel is open).
+        def panel(flex: str, **extra: str) -> W.Layout:
+            return W.Layout(flex=flex, min_width="0", **extra)
+
+        with one_thread():
+            self.summary = ModelSummary(model, first, mean, std, layout=panel("0 1 800px"))
+            self.filters = FilterGrid(model, layout=panel("1 1 560px"))
+            self.activations = ActivationBrowser(model, first, mean=mean, std=std, layout=panel("1 1 640px"))
+            self.attribution = AttributionView(
+                model, first, method=method, target=target, labels=names, mean=mean, std=std, output=output,
+                layout=panel("1 1 560px", flex_flow="row wrap", align_items="flex-start"),
+            )
         self.class_names: list[str] = list(self.attribution.labels)
         self._truths = [self._check_truth(i, v) for i, v in enumerate(truths)]
         self._positions, self._shapes = _layer_positions(self.summary, self._model)
@@ -258,10 +268,6 @@ class Explorer(Panel, W.VBox):
         each row wraps to one column on a narrow screen."""
         row = partial(W.Layout, display="flex", flex_flow="row wrap", align_items="flex-start", width="100%",
                       grid_gap="8px 16px")
-        for part, flex in ((self.summary, "0 1 800px"), (self.attribution, "1 1 560px"),
-                           (self.activations, "1 1 640px"), (self.filters, "1 1 560px")):
-            part.layout.flex = flex  # a basis: panels sit side by side when they fit, else stack
-            part.layout.min_width = "0"
         return [
             self.strip,
             W.Box([self.summary, self.attribution], layout=row()),
@@ -477,7 +483,7 @@ class Explorer(Panel, W.VBox):
         """The image-dependent parts get image ``i`` (one ``set_image`` each); the rest stays."""
         image = self._images[i]
         channel = self.channel
-        with self._move():
+        with self._move(), one_thread():
             self.strip.index = i
             self.activations.set_image(image, self._mean, self._std)
             self.attribution.set_image(image, self._mean, self._std)
