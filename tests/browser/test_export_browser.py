@@ -197,3 +197,38 @@ def test_offline_html_keeps_names_and_labels_as_text(page: Page, exports: Path) 
         assert XSS_NAME in text, f"{name}: the name is shown as text"
     raw = (exports / "xss.html").read_text()
     assert XSS_NAME not in raw, "every < of embedded data is escaped"
+
+
+# -- JupyterLab: the button is a notebook citizen ----------------------------------------------------------
+
+
+def test_save_png_in_jupyterlab_takes_keys_without_notebook_shortcuts(
+    open_lab: Callable[[Path], Page], tmp_path: Path
+) -> None:
+    """Arrow keys, Home/End on the focused button leave the notebook as it was; Enter saves the view."""
+    import nbformat
+
+    import harness
+    from conftest import PRELUDE
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+    nb.cells = [nbformat.v4.new_markdown_cell("# Above"), nbformat.v4.new_code_cell(PRELUDE),
+                nbformat.v4.new_code_cell(views_cell(tmp_path, -1)), nbformat.v4.new_markdown_cell("## Below"),
+                nbformat.v4.new_code_cell("below = 1")]
+    path = tmp_path / "export_lab.ipynb"
+    nbformat.write(nb, path)
+    page = open_lab(path)
+    cells = harness.lab_run_all(page, timeout_s=300)
+    assert not [c for c in cells if c["errors"]], cells
+    page.wait_for_function("""(sels) => sels.every((s) => document.querySelector(s)?.dataset.paintCount)""",
+                           arg=[AB, FG, AV], timeout=TIMEOUT)
+    button = page.locator(f"{FG} .cnnw-save-png")
+    button.focus()
+    before = page.evaluate(harness.NOTEBOOK_STATE_JS)
+    for key in ("ArrowUp", "ArrowDown", "ArrowLeft", "ArrowRight", "Home", "End"):
+        page.keyboard.press(key)
+        assert page.evaluate("() => document.activeElement?.className") == "cnnw-save-png", key
+    assert page.evaluate(harness.NOTEBOOK_STATE_JS) == before, "a notebook shortcut fired on the button"
+    assert_same(saved_png(page, FG), png(tmp_path / "fg.png"), "fg in JupyterLab")
+    assert page.evaluate(harness.NOTEBOOK_STATE_JS) == before
