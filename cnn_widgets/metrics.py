@@ -592,8 +592,9 @@ def _reinitialise(module: nn.Module, seed: int) -> None:
 
 # --- Captum's infidelity and sensitivity -----------------------------------------------------------
 
-INFIDELITY_NOISE = 0.05
-"""Default standard deviation of :func:`infidelity`'s Gaussian perturbations, in 0‥1 pixel units."""
+INFIDELITY_NOISE = 0.01
+"""Default standard deviation of :func:`infidelity`'s Gaussian perturbations, in 0‥1 pixel units (2.5/255:
+small enough that the score responds almost linearly)."""
 
 SENSITIVITY_RADIUS = 0.02
 """Default radius of :func:`sensitivity_max`'s perturbations (L∞ ball, 0‥1 pixel units; Captum's value,
@@ -607,6 +608,7 @@ def infidelity(
     target: int | None = None,
     *,
     noise: float = INFIDELITY_NOISE,
+    patch: int | None = None,
     n_perturb_samples: int = 32,
     normalize: bool = True,
     mean: Stats = None,
@@ -620,9 +622,11 @@ def infidelity(
     predicts for it, Iᵀφ. Lower is better (0: the map is an exact linear model of the score nearby).
 
     Perturbations I: Gaussian noise of standard deviation ``noise`` (pixel units, before ``mean``/
-    ``std``), one value per pixel shared by its channels, since the map has one value per pixel (it is
-    spread evenly over the channels for Iᵀφ); ``n_perturb_samples`` of them drawn from ``seed`` (the
-    global RNG is not used). ``normalize=True`` (default, Captum's option) rescales the map by the
+    ``std``), one value per ``patch``×``patch`` square (default 1/8 of the image's shorter side),
+    shared by its pixels and channels — the map has one value per pixel (spread evenly over the
+    channels for Iᵀφ), and squares probe regions, the scale at which a heatmap is read (with
+    ``patch=1``, per-pixel noise, the gradient is the best possible map, Yeh et al.);
+    ``n_perturb_samples`` of them drawn from ``seed`` (the global RNG is not used). ``normalize=True`` (default, Captum's option) rescales the map by the
     least-squares factor first, so maps in different units (gradients, CAM activations) compare fairly;
     with ``False`` the value is in the score's units squared. The score is the one
     :func:`cnn_widgets.attribute` explains: the selected class score (``output=``), softmaxed or not as
@@ -641,15 +645,19 @@ def infidelity(
         raise TypeError(f"normalize must be True or False, got {normalize!r}")
     to_batch(image, mean, std, model=model, single=True)
     pixels = to_batch(image, model=model, single=True)
+    patch = max(1, min(pixels.shape[2:]) // 8) if patch is None else _positive_int("patch", patch)
     heat, map_target = _map_of(attribution_map, "attribution_map", pixels.shape[2:])
     target = map_target if target is None else class_index(target)
     c = pixels.shape[1]
     phi = (heat / c).to(pixels.dtype).expand(1, c, -1, -1).contiguous()
     generator = torch.Generator().manual_seed(seed)
 
+    h, w = pixels.shape[2:]
+    cells = (math.ceil(h / patch), math.ceil(w / patch))
+
     def perturb(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        shape = (x.shape[0], 1, *x.shape[2:])
-        i = (noise * torch.randn(shape, generator=generator, dtype=x.dtype)).expand_as(x)
+        coarse = noise * torch.randn((x.shape[0], 1, *cells), generator=generator, dtype=x.dtype)
+        i = coarse.repeat_interleave(patch, dim=2).repeat_interleave(patch, dim=3)[:, :, :h, :w].expand_as(x)
         return i, x - i
 
     with model_session(model, eval_mode=True), torch.no_grad():
@@ -695,7 +703,7 @@ def sensitivity_max(
     (with ``target`` — default the top prediction on the intact image, kept for every perturbed copy
     —, ``layer`` — default the one it picks on the intact image —, ``mean``/``std``, ``output`` and
     ``options``) on all perturbed copies in one batch; or a callable ``method(model, image) -> map``
-    called per image. The perturbations, and methods that draw random numbers, use the global RNG
+    called per image, inside a model session (eval mode; the model's state restored after). The perturbations, and methods that draw random numbers, use the global RNG
     seeded from ``seed`` inside ``torch.random.fork_rng``: same seed, same number, and the caller's RNG
     state is unchanged. ``progress(fraction)`` may raise :class:`cnn_widgets.Cancelled`. Every
     attribution goes through :func:`cnn_widgets.attribute`'s model session; the model is left
@@ -725,11 +733,12 @@ def sensitivity_max(
     chosen: dict[str, Any] = {"target": target, "layer": layer}
     calls = {"done": 0}
 
-    def explain(x: torch.Tensor | tuple[torch.Tensor]) -> torch.Tensor:
-        if isinstance(x, tuple):  # Captum passes the unperturbed input as a 1-tuple
-            x = x[0]
+    def explain(given: torch.Tensor | tuple[torch.Tensor]) -> torch.Tensor | tuple[torch.Tensor]:
+        # Captum passes the unperturbed input as a 1-tuple and expects a 1-tuple back (as attribute() does)
+        x = given[0] if isinstance(given, tuple) else given
         if callable(method):
-            maps = [_map_of(method(model, x[i]), "the method's map", x.shape[2:])[0] for i in range(x.shape[0])]
+            with model_session(model, eval_mode=True):  # whatever the callable does, the model is restored
+                maps = [_map_of(method(model, x[i]), "the method's map", x.shape[2:])[0] for i in range(x.shape[0])]
             heat = torch.stack(maps)
         else:
             with torch.enable_grad():  # Captum runs this under no_grad; gradient methods need it
@@ -746,7 +755,8 @@ def sensitivity_max(
         calls["done"] += 1
         if progress is not None:
             progress(calls["done"] / 2)
-        return heat[:, None].to(x.dtype)
+        heat = heat[:, None].to(x.dtype)
+        return (heat,) if isinstance(given, tuple) else heat
 
     def perturb(x: torch.Tensor, perturb_radius: float) -> torch.Tensor:
         return x + torch.empty_like(x).uniform_(-perturb_radius, perturb_radius)

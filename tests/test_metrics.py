@@ -1,6 +1,6 @@
-"""Attribution metrics: deletion/insertion curves, the cascading randomisation test, the pointing game
-and mass inside the mask — each against an independent computation, and on ShapesNet, whose attention
-is known."""
+"""Attribution metrics: deletion/insertion curves (one at a time and batched), the cascading randomisation
+test, the pointing game and mass inside the mask, Captum's infidelity and max-sensitivity — each against
+an independent computation, and on ShapesNet, whose attention is known."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from torch import nn
 
 from cnn_widgets import attribute, zoo
 from cnn_widgets.metrics import (
-    ROAD_NOISE, average_ranks, deletion_auc, gaussian_blur, insertion_auc, mass_inside, pointing_game,
-    randomization_test, road_impute, spearman,
+    ROAD_NOISE, average_ranks, curves, deletion_auc, gaussian_blur, infidelity, insertion_auc, mass_inside,
+    pointing_game, randomization_maps, randomization_test, road_impute, sensitivity_max, spearman,
 )
 from cnn_widgets.zoo.train import HELDOUT_SEED
 
@@ -412,3 +412,153 @@ def test_localisation_of_grad_cam_on_shapesnet(model, heldout):
     share = mass_inside(maps, masks)
     area = masks.flatten(1).float().mean(dim=1)
     assert float(share.mean()) > 2 * float(area.mean())
+
+
+# --- batched curves ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("baseline", ["blur", "road"])
+def test_curves_of_many_maps_equal_the_single_curves(model, heldout, baseline, untouched):
+    """curves() evaluates every map's deletion and insertion images in shared batches (batch size not a
+    multiple of a curve's length) and gives what deletion_auc/insertion_auc give one map at a time."""
+    image = heldout[0][11]
+    a = attribute(model, image, "grad_cam")
+    maps = [a, torch.rand(64, 64, generator=torch.Generator().manual_seed(4)), -a.map]
+    with untouched(model):
+        found = curves(model, image, maps, [None, 3, a.target], baseline=baseline, steps=6, batch_size=5)
+    for (deletion, insertion), heat, target in zip(found, maps, [None, 3, a.target]):
+        alone_d = deletion_auc(model, image, heat, target, baseline=baseline, steps=6)
+        alone_i = insertion_auc(model, image, heat, target, baseline=baseline, steps=6)
+        for got, alone in ((deletion, alone_d), (insertion, alone_i)):
+            assert (got.kind, got.target, got.baseline) == (alone.kind, alone.target, alone.baseline)
+            torch.testing.assert_close(got.probabilities, alone.probabilities, rtol=1e-4, atol=1e-6)
+            assert got.auc == pytest.approx(alone.auc, abs=1e-5)
+    assert found[1][0].target == 3 and found[0][0].target == a.target
+
+
+def test_curves_report_progress_and_check_arguments(model, heldout):
+    image = heldout[0][11]
+    seen: list[float] = []
+    curves(model, image, [torch.rand(64, 64)], steps=4, batch_size=3, progress=seen.append)
+    assert seen == sorted(seen) and seen[-1] == 1.0 and len(seen) == 4  # 10 images in passes of 3
+    with pytest.raises(TypeError, match="maps must be a list"):
+        curves(model, image, torch.rand(64, 64))
+    with pytest.raises(ValueError, match="one entry .* per map"):
+        curves(model, image, [torch.rand(64, 64)], [1, 2])
+
+
+# --- infidelity and max-sensitivity --------------------------------------------------------------------
+
+
+class PixelLinear(nn.Module):
+    """f(x)[k] = (k + 1) · Σ_p w_p Σ_c x_{c,p}: linear in the pixels, one weight per pixel shared by the
+    channels, so a map with value C·w_p predicts every perturbation's effect exactly."""
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("weight", weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = (x.sum(dim=1) * self.weight).flatten(1).sum(dim=1, keepdim=True)
+        return s * torch.arange(1.0, 4.0)
+
+
+def test_infidelity_against_a_direct_computation(untouched):
+    """Captum's infidelity through our perturbations, recomputed here from the same noise: E[(Iᵀφ − (f(x) −
+    f(x − I)))²] with I one Gaussian value per pixel (patch=1) or per square, shared by the channels; an
+    exact linear map scores 0, also rescaled when normalize=True."""
+    g = torch.Generator().manual_seed(5)
+    weight = torch.randn(8, 8, generator=g)
+    net = PixelLinear(weight).eval()
+    image = torch.rand(3, 8, 8, generator=g)
+    heat = torch.randn(8, 8, generator=g).double()
+    with untouched(net):
+        got = infidelity(net, image, heat, 1, noise=0.1, patch=1, n_perturb_samples=7, normalize=False, seed=2)
+    noise = 0.1 * torch.randn((7, 1, 8, 8), generator=torch.Generator().manual_seed(2), dtype=torch.float32)
+    change = (2 * (weight.double() * 3 * noise.double()[:, 0]).flatten(1).sum(1))  # f(x) − f(x − I), class 1
+    predicted = (noise.double()[:, 0] * heat).flatten(1).sum(1)
+    assert got == pytest.approx(float(((predicted - change) ** 2).mean()), rel=1e-4)
+    exact = 2 * 3 * weight
+    squares = infidelity(net, image, heat, 1, noise=0.1, patch=3, n_perturb_samples=4, normalize=False, seed=2)
+    coarse = 0.1 * torch.randn((4, 1, 3, 3), generator=torch.Generator().manual_seed(2), dtype=torch.float32)
+    field = coarse.double().repeat_interleave(3, dim=2).repeat_interleave(3, dim=3)[:, 0, :8, :8]
+    change = 2 * (weight.double() * 3 * field).flatten(1).sum(1)
+    assert squares == pytest.approx(float((((field * heat).flatten(1).sum(1) - change) ** 2).mean()), rel=1e-4)
+    wrong = infidelity(net, image, 5 * exact, 1, normalize=False)
+    assert wrong > 1.0
+    assert infidelity(net, image, exact, 1, normalize=False) == pytest.approx(0.0, abs=1e-6 * wrong)
+    assert infidelity(net, image, 5 * exact, 1, normalize=True) == pytest.approx(0.0, abs=1e-6 * wrong)
+
+
+def test_infidelity_on_shapesnet(model, heldout, untouched):
+    """With the default region-sized perturbations, Grad-CAM's map predicts the score's response better
+    than a random map does, on average over held-out images."""
+    ratios = []
+    with untouched(model):
+        for image in heldout[0][:6]:
+            a = attribute(model, image, "grad_cam")
+            noise_map = torch.rand(64, 64, generator=torch.Generator().manual_seed(1))
+            ratios.append(infidelity(model, image, a, n_perturb_samples=64)
+                          / infidelity(model, image, noise_map, a.target, n_perturb_samples=64))
+    assert np.mean(ratios) < 0.95, ratios
+
+
+def test_sensitivity_max_against_a_direct_computation(model, heldout, untouched):
+    """With a callable method: the largest ‖φ(x + δ) − φ(x)‖ / ‖φ(x)‖ over uniform δ in the L∞ ball,
+    redrawn here from the same seed; the caller's RNG state is unchanged."""
+    image = heldout[0][2]
+    state = torch.get_rng_state()
+    with untouched(model):
+        got = sensitivity_max(model, image, sobel, radius=0.05, n_perturb_samples=5, seed=9)
+    assert torch.equal(torch.get_rng_state(), state)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(9)
+        delta = torch.empty(5, 3, 64, 64).uniform_(-0.05, 0.05)
+    base = sobel(model, image).double()
+    expected = max(float((sobel(model, image + d).double() - base).norm() / base.norm()) for d in delta)
+    assert got == pytest.approx(expected, rel=1e-4)
+    assert sensitivity_max(model, image, sobel, radius=0.05, n_perturb_samples=5, seed=9) == got
+
+
+def test_sensitivity_max_of_methods_on_shapesnet(model, heldout, untouched):
+    """Through attribute(): the gradient is far more sensitive to invisible noise than Grad-CAM (Yeh et
+    al.'s observation), and a fixed target is kept for every perturbed copy."""
+    image = heldout[0][3]
+    with untouched(model):
+        saliency = sensitivity_max(model, image, "saliency")
+        grad_cam = sensitivity_max(model, image, "grad_cam", layer="features.conv4")
+    assert saliency > 2 * grad_cam, (saliency, grad_cam)
+    other = (attribute(model, image, "grad_cam").target + 1) % 5
+    assert sensitivity_max(model, image, "grad_cam", other) >= 0.0
+
+
+def test_infidelity_and_sensitivity_errors(model, heldout):
+    image = heldout[0][0]
+    with pytest.raises(ValueError, match="noise must be a positive number"):
+        infidelity(model, image, torch.rand(64, 64), noise=0)
+    with pytest.raises(ValueError, match="n_perturb_samples must be a positive int"):
+        infidelity(model, image, torch.rand(64, 64), n_perturb_samples=0)
+    with pytest.raises(ValueError, match="attribution_map is"):
+        infidelity(model, image, torch.rand(8, 8))
+    with pytest.raises(ValueError, match="target 9 is out of range"):
+        infidelity(model, image, torch.rand(64, 64), 9)
+    with pytest.raises(ValueError, match="radius must be a positive number"):
+        sensitivity_max(model, image, "saliency", radius=-1.0)
+    with pytest.raises(ValueError, match="unknown method"):
+        sensitivity_max(model, image, "salency")
+    with pytest.raises(ValueError, match="callable method chooses its own"):
+        sensitivity_max(model, image, sobel, target=1)
+
+
+def test_randomization_maps_match_the_test(model, heldout):
+    image = heldout[0][4]
+    original, steps = randomization_maps(model, image, "grad_cam", layers=["fc", "features.conv4"], layer="features.conv3")
+    assert original.shape == (64, 64)
+    assert [(n, r) for n, r, _ in steps] == randomization_test(
+        model, image, "grad_cam", layers=["fc", "features.conv4"], layer="features.conv3")
+    for _, rho, heat in steps:
+        assert rho == pytest.approx(spearman(original, heat))
+    intact = attribute(model, image, "grad_cam", layer="features.conv3").map
+    torch.testing.assert_close(original, intact.double(), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="unknown layer"):
+        randomization_maps(model, image, "grad_cam", layer="features.conv9")
