@@ -23,15 +23,17 @@ import base64
 import datetime
 import hashlib
 import html
-import importlib.metadata
 import json
 import os
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, PngImagePlugin
+from PIL import Image, ImageDraw, PngImagePlugin
+
+from . import colormap, wire
 
 GAP = 8  # px between composed canvases (dom.js composeCanvases uses the same)
 BACKGROUND = (255, 255, 255)
@@ -55,24 +57,13 @@ class ExportError(TypeError):
 # -- the reproducibility record ----------------------------------------------------------------------------
 
 
-def _version(dist: str) -> str | None:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-def versions() -> dict[str, str | None]:
+def versions() -> dict[str, str]:
     """Versions of cnn_widgets, torch and captum in this process."""
+    import captum
+
     from . import __version__
 
-    try:
-        import captum
-
-        captum_version: str | None = captum.__version__
-    except ImportError:  # pragma: no cover - captum is a dependency
-        captum_version = _version("captum")
-    return {"cnn_widgets": __version__, "torch": torch.__version__, "captum": captum_version}
+    return {"cnn_widgets": __version__, "torch": torch.__version__, "captum": captum.__version__}
 
 
 def model_fields(model: torch.nn.Module) -> dict[str, Any]:
@@ -454,7 +445,16 @@ def html_document(widget: Any) -> str:
 
 
 def save_html(widget: Any, path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Write ``widget`` as one self-contained HTML file at ``path``; return the record embedded in it."""
+    """Write ``widget`` as one self-contained HTML file at ``path``; return the record embedded in it.
+
+    The page needs no network and no kernel. Interactive, because the data is in the file: the
+    ActivationBrowser layer slider (every layer is written), channel and filter clicks, colormaps,
+    scales, sorting, opacity, sign and clipping on every heatmap view, Compare's scale modes, the
+    ModelSummary tree and its selection. Static, because it needs Python: a new attribution method,
+    target, layer or options (AttributionView, Compare), a FilterGrid layer other than the one shown, a
+    ConvExplainer position, channel or layer, and links between the views of an Explorer. The
+    prediction bars are plain HTML from the same numbers.
+    """
     text = html_document(widget)
     with open(os.fspath(path), "w", encoding="utf-8") as f:
         f.write(text)
@@ -488,8 +488,6 @@ def _sort_order(mode: str, means: np.ndarray, maxs: np.ndarray, count: int) -> l
 
 def activation_browser_image(widget: Any) -> np.ndarray:
     """ActivationBrowser: the channel grid of the shown layer and the enlarged view beside it."""
-    from . import colormap, wire
-
     name = widget.layer
     meta = next(m for m in widget._meta["layers"] if m["name"] == name)
     msg = widget._layers.get(name)
@@ -532,8 +530,6 @@ def filter_tiles(weights: np.ndarray, k: int, groups: int = 1) -> tuple[np.ndarr
 
 def filter_grid_image(widget: Any) -> np.ndarray:
     """FilterGrid: the filter tiles and, with a filter selected, its input channels beside them."""
-    from . import colormap, wire
-
     w = widget._weights
     weights = wire.decode(w["tensor"]).astype(np.float32)
     O, I, kh, kw = weights.shape
@@ -565,8 +561,6 @@ def filter_grid_image(widget: Any) -> np.ndarray:
 def overlay_pixels(image: np.ndarray, values: np.ndarray | None, *, sign: str, colormap_name: str,
                    clip_percentile: float, opacity: float) -> np.ndarray:
     """An attribution map over its image as attribution_view.js and compare.js paint it (one range per map)."""
-    from . import colormap
-
     if values is None:
         return np.asarray(image, np.uint8)
     name = colormap.overlay_colormap(colormap_name, sign)
@@ -576,8 +570,6 @@ def overlay_pixels(image: np.ndarray, values: np.ndarray | None, *, sign: str, c
 
 def attribution_view_image(view: Any) -> np.ndarray:
     """AttributionView: the heatmap over the input image (the canvas; the bqplot bars are not in it)."""
-    from . import wire
-
     canvas = view._canvas
     picture = wire.decode(canvas._image)
     result = canvas._result
@@ -592,8 +584,6 @@ def attribution_view_image(view: Any) -> np.ndarray:
 
 def compare_image(widget: Any) -> np.ndarray:
     """Compare: one row of panels per method that has maps (methods × images), as compare.js paints them."""
-    from . import colormap, wire
-
     pictures = wire.decode(widget._images)  # N×H×W×3
     sign = widget.sign
     name = colormap.overlay_colormap(widget.colormap, sign)
@@ -602,7 +592,10 @@ def compare_image(widget: Any) -> np.ndarray:
     rows = {r: wire.decode(enc).astype(np.float32) for r, enc in enumerate(widget._encoded)
             if enc is not None and not widget.errors[r]}
     sorted_ = {r: [colormap.sorted_magnitudes(panel, sign) for panel in maps] for r, maps in rows.items()}
-    merge = lambda arrays: np.sort(np.concatenate(arrays)) if len(arrays) > 1 else arrays[0]  # noqa: E731
+
+    def merge(arrays: list[np.ndarray]) -> np.ndarray:  # overlay.js mergeSorted
+        return np.sort(np.concatenate(arrays)) if len(arrays) > 1 else arrays[0]
+
     shared = (colormap.overlay_range(merge([a for all_ in sorted_.values() for a in all_]), clip, diverging)
               if widget.scale == "shared" and rows else None)
     out = []
@@ -634,8 +627,6 @@ CONV_MAP_PX, CONV_MIN_CELL, CONV_MAX_CELL = 288, 2, 32  # conv_explainer.js MAP_
 
 def _conv_map(msg: dict[str, Any], c: int, pad: Sequence[int], cmap: str, signed: bool) -> tuple[np.ndarray, int]:
     """conv_explainer.js paintMap: channel ``c`` in square cells, padding cells hatched grey."""
-    from . import colormap, wire
-
     values = wire.decode(msg).astype(np.float32)
     mins, maxs = wire.extrema(msg)
     _, H, W = values.shape
@@ -704,10 +695,6 @@ def _block_size(shape: Sequence[int] | None) -> tuple[int, int]:
 def model_summary_image(widget: Any) -> np.ndarray:
     """ModelSummary: the architecture strip (every block, not only those scrolled into view), blocks
     coloured by layer family, residual joins as arcs, the selected layer outlined."""
-    import re
-
-    from PIL import ImageDraw
-
     data = widget._summary
     shapes = [data["input"]] + [b["shape"] for b in data["blocks"]]
     sizes = [_block_size(s) for s in shapes]
