@@ -16,7 +16,8 @@ from .._checks import unknown_name_error
 STATIC = pathlib.Path(__file__).resolve().parent.parent / "static"
 
 # The colormaps the browser knows. ``js/scripts/make_colormaps.py`` writes their lookup tables from
-# matplotlib into ``js/src/colormap_data.js``; this tuple is the single list of names both sides use.
+# matplotlib into ``cnn_widgets/colormaps.json`` (read by js/src/colormap.js and cnn_widgets/colormap.py);
+# this tuple is the single list of names both sides use.
 COLORMAPS: tuple[str, ...] = (
     "viridis", "magma", "inferno", "plasma", "cividis", "gray", "RdBu_r", "coolwarm",
 )
