@@ -374,3 +374,31 @@ def test_errors_during_the_run_show_in_the_widget() -> None:
         net.conv2.forward = original  # type: ignore[method-assign]
     viz.channel = 6
     assert viz.wait(30) and viz.error == ""
+
+
+def test_png_export_is_the_image_or_the_grid(model, tmp_path) -> None:
+    """to_png writes what the canvas shows: the single image at its size, or the grid's tiles (grey
+    where not computed) laid out as grid.js does, the chosen channel outlined; the record says how."""
+    from PIL import Image
+
+    from cnn_widgets import export
+
+    viz = FeatureVisualizer(model, "features.relu1", 3, steps=2, size=16)
+    viz.wait(60)
+    record = viz.to_png(tmp_path / "single.png")
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "single.png").convert("RGB")), pixels(viz._image))
+    assert record["layer"] == "features.relu1"
+    assert record["options"]["channel"] == 3 and record["options"]["steps"] == 2
+    assert list(record["options"]["size"]) == [16, 16] and record["options"]["objective"] == "channel"
+    viz.mode = "grid"
+    viz.wait(120)
+    picture = export.image(viz)
+    layout = export.layout_grid(16, 16, 16, max_width=640, max_cell=72)
+    assert picture.shape == (layout["height"], layout["width"], 3)
+    x0, y0 = ((3 % layout["cols"]) * layout["cell"], (3 // layout["cols"]) * layout["cell"])
+    assert tuple(picture[y0 + 1, x0 + 1]) == export.ACCENT  # channel 3 outlined
+    tile = wire.decode(viz._image["tensor"])  # channel 3's image, shown before the grid
+    f = layout["drawH"] // 16
+    ox = x0 + ((layout["cell"] - layout["drawW"]) >> 1)
+    oy = y0 + ((layout["cell"] - layout["drawH"]) >> 1)
+    np.testing.assert_array_equal(picture[oy + 5 * f, ox + 7 * f], tile[5, 7])

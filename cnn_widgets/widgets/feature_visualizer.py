@@ -21,6 +21,7 @@ from time import monotonic
 from typing import Any
 
 import anywidget
+import numpy as np
 import torch
 import traitlets as t
 from torch import nn
@@ -39,6 +40,8 @@ from .jobs import Jobs, Progress
 from .panel import Panel
 
 MODES: tuple[str, ...] = ("single", "grid")
+GRID_WIDTH, GRID_CELL = 640, 72  # the grid's layout in the browser (feature_visualizer.js)
+PLACEHOLDER = 128  # grey of a tile not computed yet
 IMAGE_INTERVAL = 0.25  # seconds between images in progress sent to the browser
 CACHE_SIZE = 1024  # finished images kept (uint8: 12 KB each at 64², 48 KB at 128²)
 
@@ -415,6 +418,38 @@ class FeatureVisualizer(Panel, anywidget.AnyWidget):
             "tensor": wire.encode(pixels, exact=True), "layer": layer or "", "objective": objective,
             "channel": channel, "step": int(step), "steps": options.steps, "final": final,
         }
+
+    # -- exports (Panel.to_png / save_html) ---------------------------------------------------------
+
+    def _export_image(self) -> np.ndarray:
+        """What the view's canvas shows: the single image at its own size, or the grid of finished
+        tiles (grey where not computed yet) with the chosen channel outlined, as grid.js lays it out."""
+        from .. import export
+
+        with self._jobs.lock:
+            if self.mode == "grid" and self._grid:
+                count, h, w = self._grid["count"], self._grid["h"], self._grid["w"]
+                options = self._settings()
+                tiles = np.full((count, h, w, 3), PLACEHOLDER, np.uint8)
+                for c in range(count):
+                    cached = self._jobs.cached(self._key(c, options))
+                    if cached is not None:
+                        tiles[c] = cached.numpy()
+                layout = export.layout_grid(count, h, w, max_width=GRID_WIDTH, max_cell=GRID_CELL)
+                canvas = export.blit_tiles(layout, tiles, list(range(count)))
+                if 0 <= self.channel < count:
+                    export.outline_slot(canvas, layout, self.channel)
+                return export.compose([[canvas]])
+            if not self._image:
+                raise export.ExportError("this view has nothing to draw yet")
+            return np.ascontiguousarray(wire.decode(self._image["tensor"]))
+
+    def _export_record(self) -> dict[str, Any]:
+        from .. import export
+
+        options = dataclasses.asdict(self._settings())
+        return {**export.model_fields(self._model), "layer": self.layer, "options": {
+            "channel": self.channel, "objective": self.objective, "mode": self.mode, **options}}
 
     # -- the browser -------------------------------------------------------------------------------
 
