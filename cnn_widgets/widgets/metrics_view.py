@@ -544,8 +544,8 @@ class Metrics(Panel, HeatmapDisplay, W.VBox):
             lines[kind] = list(zip(marks, points))
             figure = Figure(
                 marks=marks + points,
-                axes=[Axis(scale=x, label=label, tick_format=".0%", tick_style=font, label_offset="32px"),
-                      Axis(scale=y, orientation="vertical", label="score / intact", tick_format=".1f",
+                axes=[Axis(scale=x, side="bottom", label=label, tick_format=".0%", tick_style=font, label_offset="32px"),
+                      Axis(scale=y, side="left", label="score / intact", tick_format=".1f",
                            tick_style=font, label_offset="36px")],
                 title=title, title_style={"font-size": "13px"}, legend_location="top-right",
                 legend_style={"font-size": "12px"},
