@@ -201,6 +201,10 @@ def test_cancel_stops_the_worker_and_run_computes_again(untouched) -> None:
     assert seen[-1]["final"] and seen[-1]["step"] == 3 and viz._notice == ""
     viz.cancel()  # nothing running: nothing changes
     assert viz._notice == ""
+    viz.steps = 5000
+    assert viz.busy
+    viz.close()  # closing stops the worker too
+    assert viz.wait(10)
 
 
 def test_cache_hit_shows_at_once_without_recomputing(model, monkeypatch) -> None:

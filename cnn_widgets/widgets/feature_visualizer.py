@@ -328,6 +328,11 @@ class FeatureVisualizer(Panel, anywidget.AnyWidget):
         """Block until no optimisation of this widget is running; ``False`` if ``timeout`` passed first."""
         return self._jobs.wait(timeout)
 
+    def close(self) -> None:
+        """Stop the work in progress and close the widget (a discarded view leaves nothing running)."""
+        self._jobs.cancel()
+        super().close()
+
     @property
     def image(self) -> torch.Tensor | None:
         """The single-mode image on screen (float32 3×H×W in 0‥1, in steps of 1/255, as shown), or
