@@ -351,3 +351,52 @@ def test_xss_names_travel_as_plain_strings() -> None:
     finally:
         ex.wait(30)
         ex.close()
+
+
+# --- the dataset tab ---------------------------------------------------------------------------------
+
+
+def test_dataset_tab_is_built_when_opened_and_follows_layer_and_channel(shapes) -> None:
+    model, images, labels = shapes
+    data_x, data_y, _ = zoo.shapes_dataset(10, seed=5)
+    ex = Explorer(model, list(zip(images, labels)), labels=CLASSES, data=(data_x, data_y))
+    try:
+        assert ex.tabs is not None and ex.tabs.titles == ("image", "dataset") and ex.children == (ex.tabs,)
+        assert (ex.top_activations, ex.channel_importance, ex.class_heatmaps) == (None, None, None)
+        ex.layer = "features.relu2"  # the hidden tab is not built by a layer change
+        assert ex.top_activations is None
+        from_browser(ex.tabs, {"selected_index": 1})  # the tab clicked
+        views = (ex.top_activations, ex.channel_importance, ex.class_heatmaps)
+        assert all(v is not None for v in views) and list(ex.tabs.children[1].children) == list(views)
+        assert ex.top_activations.layer == ex.channel_importance.layer == "features.relu2"
+        assert ex.wait(120)
+        assert ex.top_activations.error == ex.channel_importance.error == ex.class_heatmaps.error == ""
+        ex.channel = 3
+        assert ex.top_activations.channel == ex.channel_importance.channel == 3
+        ex.top_activations.channel = 6  # a patch row picked in the dataset view
+        assert (ex.channel, ex.activations.channel, ex.filters.selected, ex.channel_importance.channel) == (6,) * 4
+        ex.channel_importance.layer = "features.relu3"  # the dataset view's own layer
+        assert parts(ex) == ("features.relu3", "features.relu3", "features.conv3", "features.relu3")
+        assert ex.top_activations.layer == "features.relu3"
+        ex.layer = "fc"  # no map at fc: the nearest spatial layer before it
+        assert ex.top_activations.layer == ex.dataset_layer_for("fc") == "features"
+        from_browser(ex.tabs, {"selected_index": 0})
+        ex.layer = "features.relu1"  # hidden: no scan for a layer passed on the way
+        assert ex.top_activations.layer == "features"
+        from_browser(ex.tabs, {"selected_index": 1})
+        assert ex.top_activations.layer == ex.channel_importance.layer == "features.relu1"
+    finally:
+        ex.wait(120)
+        ex.close()
+
+
+def test_dataset_argument_is_checked_at_construction(shapes) -> None:
+    model, images, _ = shapes
+    with pytest.raises(TypeError, match="data must be a Dataset"):
+        Explorer(model, images[:1], data=3)
+    plain = Explorer(model, images[:1])
+    try:
+        assert plain.tabs is None and isinstance(plain.children[0], ImageStrip)
+    finally:
+        plain.wait(30)
+        plain.close()

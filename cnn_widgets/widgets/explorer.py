@@ -40,16 +40,20 @@ from .. import outputs, wire
 from .._checks import check_model, model_input
 from ..attribution import METHODS
 from ..capture import model_session
+from ..dataset.source import Source
 from ..images import Image, Stats, prepare
 from ..layers import probe
 from ..outputs import Output, check_output
 from ._common import CheckedInt, CheckedUnicode, WidgetValueError, bundle, check_name
 from .activation_browser import ActivationBrowser, one_thread
 from .attribution_view import AttributionView, error_text, label_list
+from .channel_importance_view import ChannelImportance
+from .class_heatmaps import ClassHeatmaps
 from .filter_grid import FilterGrid
 from .jobs import Jobs, Progress
 from .model_summary import ModelSummary
 from .panel import Panel
+from .top_activations import TopActivations
 
 THUMB_SIZE = 64  # thumbnails are sent at most this many pixels on their longer side
 PREFETCH_WINDOW = 32  # predictions are computed for at most this many images on each side of the current
@@ -164,7 +168,10 @@ class Explorer(Panel, W.VBox):
     labels are the true classes shown under the thumbnails; ``true_labels=`` gives them otherwise).
     ``labels``: class names (default ``class 0``, …); ``mean``/``std`` normalise the images for the
     model (0‥1 units); ``output`` selects the class scores of a structured output (see
-    :mod:`cnn_widgets.outputs`).
+    :mod:`cnn_widgets.outputs`). ``data``: a data set as :func:`cnn_widgets.scan` reads it (with labels);
+    the Explorer then has two tabs, "image" and "dataset", the latter holding :attr:`top_activations`,
+    :attr:`channel_importance` and :attr:`class_heatmaps`, built when the tab is first opened and moved
+    to the Explorer's layer and channel while it is shown.
 
     Parts: :attr:`summary`, :attr:`filters`, :attr:`activations`, :attr:`attribution` and :attr:`strip`,
     each a widget to display elsewhere. Traits (synced, so ``jslink`` works): ``layer`` (a layer or
@@ -187,6 +194,7 @@ class Explorer(Panel, W.VBox):
         mean: Stats = None,
         std: Stats = None,
         output: Output = None,
+        data: Any = None,
         *,
         true_labels: Sequence[int] | None = None,
         image_index: int = 0,
@@ -199,6 +207,13 @@ class Explorer(Panel, W.VBox):
         self._jobs = Jobs("cnn_widgets-explorer", cache_size=0)  # close() needs it
         self._model = check_model(model, hooks=True)
         self._output = check_output(output)
+        if data is not None:
+            Source(data)  # refuses what a scan cannot read, now rather than when the tab opens
+        self._data = data
+        self.top_activations: TopActivations | None = None
+        self.channel_importance: ChannelImportance | None = None
+        self.class_heatmaps: ClassHeatmaps | None = None
+        self.tabs: W.Tab | None = None
         names = label_list(labels)
         self._mean, self._std = mean, std
         self._images, truths = split_images(images)
@@ -245,7 +260,15 @@ class Explorer(Panel, W.VBox):
         self.strip = ImageStrip(displays, [self._caption(i) for i in range(len(self._images))])
 
         kwargs.setdefault("layout", W.Layout(width="100%"))
-        super().__init__(children=self._layout(), **kwargs)
+        children = self._layout()
+        if data is not None:  # the dataset views are built when their tab is first opened
+            self.tabs = W.Tab(
+                children=[W.VBox(children), W.VBox([W.Label("the dataset views load when this tab opens")])],
+                titles=("image", "dataset"),
+            )
+            self.tabs.observe(self._tab_changed, "selected_index")
+            children = [self.tabs]
+        super().__init__(children=children, **kwargs)
         self.add_class("cnnw-explorer")
         for part in (self.summary, self.filters, self.activations, self.attribution, self.strip):
             t.dlink((self, "font_scale"), (part, "font_scale"))
@@ -436,6 +459,7 @@ class Explorer(Panel, W.VBox):
             self.activations.layer = self.activation_layer_for(layer)
             self._move_cam_layer()
         self._sync_channel(self.activations.channel)
+        self._sync_dataset()
 
     def _move_cam_layer(self) -> None:
         if METHODS[self.attribution.method].needs_layer:
@@ -455,6 +479,7 @@ class Explorer(Panel, W.VBox):
             self.activations.channel = channel
             self.filters.selected = channel if channel >= 0 and self._filter_for_channel() else -1
             self.channel = channel
+        self._sync_dataset()
 
     @t.observe("method")
     def _method_changed(self, change: t.Bunch) -> None:
@@ -581,19 +606,99 @@ class Explorer(Panel, W.VBox):
         captions[i] = {**self._caption(i), "error": error_text(err)}
         self.strip._captions = captions
 
+    # -- the dataset tab -----------------------------------------------------------------------------
+
+    def dataset_layer_for(self, layer: str) -> str | None:
+        """The dataset views' layer for ``layer``: the ActivationBrowser's layer when it has a spatial
+        map, else the nearest spatial layer before it (``None``: there is none)."""
+        shown = self.activation_layer_for(layer)
+        return shown if _is_spatial(self._shapes.get(shown)) else self.cam_layer_for(layer)
+
+    def _dataset_shown(self) -> bool:
+        return self.tabs is not None and self.tabs.selected_index == 1
+
+    def _tab_changed(self, change: t.Bunch) -> None:
+        if change["new"] == 1:
+            if self.top_activations is None:
+                self._build_dataset()
+            self._sync_dataset()
+
+    def _build_dataset(self) -> None:
+        """The dataset tab's views, on the current layer and channel (first opening of the tab). A view
+        that cannot be built (e.g. ``data`` without labels) shows why instead."""
+        layer = self.dataset_layer_for(self.layer) or self.filters.layers[0]
+        channel = self.channel if layer == self.activations.layer else -1
+        common = dict(mean=self._mean, std=self._std)
+        views: list[W.Widget] = []
+        builders = (
+            ("top_activations", lambda: TopActivations(self._model, self._data, layer, channel=channel, **common)),
+            ("channel_importance", lambda: ChannelImportance(
+                self._model, self._data, layer, channel=channel, **common)),
+            ("class_heatmaps", lambda: ClassHeatmaps(
+                self._model, self._data, self.method, labels=self.class_names, output=self._output, **common)),
+        )
+        for name, build in builders:
+            try:
+                with one_thread():
+                    view = build()
+            except (TypeError, ValueError) as err:
+                note = W.Label(f"{name.replace('_', ' ')}: {error_text(err)}")
+                note.add_class("cnnw-explorer-error")
+                views.append(note)
+                continue
+            setattr(self, name, view)
+            views.append(view)
+        for view in (self.top_activations, self.channel_importance):
+            if view is not None:
+                view.observe(self._from_dataset_layer, "layer")
+                view.observe(self._from_dataset_channel, "channel")
+        assert self.tabs is not None
+        self.tabs.children[1].children = views
+
+    def _sync_dataset(self) -> None:
+        """Move the dataset views to the Explorer's layer and channel, while their tab is shown (a
+        hidden tab is moved when it opens: no scan for a layer passed on the way)."""
+        if not self._dataset_shown():
+            return
+        layer = self.dataset_layer_for(self.layer)
+        if layer is None:
+            return
+        with self._move():
+            for view in (self.top_activations, self.channel_importance):
+                if view is None:
+                    continue
+                if view.layer != layer:
+                    view.layer = layer
+                if layer == self.activations.layer and view.channel != self.channel:
+                    try:
+                        view.channel = self.channel
+                    except ValueError:  # the view's numbers for this layer are still on their way
+                        pass
+
+    def _from_dataset_layer(self, change: t.Bunch) -> None:
+        if not self._moving and change["new"] in self._positions:
+            self.layer = change["new"]
+
+    def _from_dataset_channel(self, change: t.Bunch) -> None:
+        if not self._moving and change["owner"].layer == self.activations.layer:
+            self.channel = change["new"]
+
     # -- public helpers ------------------------------------------------------------------------------
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Block until the background work is done: the strip's predictions and the attribution."""
-        return self._jobs.wait(timeout) and self.attribution.wait(timeout)
+        """Block until the background work is done: the strip's predictions, the attribution and the
+        dataset views (once built); ``False`` if ``timeout`` passed first (for one of them)."""
+        views = (self.attribution, self.top_activations, self.channel_importance, self.class_heatmaps)
+        return self._jobs.wait(timeout) and all(v.wait(timeout) for v in views if v is not None)
 
     def close(self) -> None:
         """Close the Explorer and its parts and stop their background work."""
         self._jobs.cancel()
-        for name in ("strip", "summary", "filters", "activations", "attribution"):
+        for name in ("strip", "summary", "filters", "activations", "attribution", "top_activations",
+                     "channel_importance", "class_heatmaps"):
             part = getattr(self, name, None)
             if part is not None:
-                if name == "attribution":
+                if hasattr(part, "cancel"):
                     part.cancel()
                 part.close()
         super().close()

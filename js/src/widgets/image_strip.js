@@ -6,6 +6,7 @@
 import { decodeImage } from "../codec.js";
 import { Scope, h, markPainted, mountRoot } from "../dom.js";
 import { rgbToRgba } from "../overlay.js";
+import { bindScale } from "../scale.js";
 
 /** Rendered thumbnails are this many CSS px on their longer side. */
 export const THUMB_SIDE = 72;
@@ -43,7 +44,7 @@ const STRIP_CSS = `
 }
 .cnnw-image-strip .cnnw-thumb-truth,
 .cnnw-image-strip .cnnw-thumb-predicted {
-  max-width: ${THUMB_SIDE + 56}px;
+  max-width: calc(${THUMB_SIDE + 56}px * var(--cnnw-scale, 1));
   overflow: hidden;
   text-overflow: ellipsis;
   white-space: nowrap;
@@ -117,6 +118,7 @@ function renderStrip(model, el) {
   const scope = new Scope();
   const root = mountRoot(el, "cnnw-image-strip");
   root.prepend(h("style", { text: STRIP_CSS }));
+  bindScale(model, root, scope);
   const list = h("div", { className: "cnnw-strip-list", attrs: { role: "group", "aria-label": "images: arrow keys choose one" } });
   root.append(list);
   /** @type {HTMLButtonElement[]} */
