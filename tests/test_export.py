@@ -322,7 +322,8 @@ def test_html_is_one_file_without_network_and_embedded_data_cannot_end_a_script(
     assert archs.XSS_NAME not in text, "every < of the data is escaped"
     assert "\\u003cimg src=x onerror=pwned=1\\u003e" in text
     assert not re.search(r"<(script|link|img|iframe)[^>]+(src|href)=", text), "nothing is loaded from elsewhere"
-    assert "Content-Security-Policy" in text and "default-src 'none'" in text
+    csp = re.search(r'http-equiv="Content-Security-Policy" content="([^"]+)"', text).group(1)
+    assert "default-src 'none'" in csp and "'unsafe-inline'" not in csp.split("style-src")[0], csp
     scripts = re.findall(r'<script type="application/json" id="([^"]+)">(.*?)</script>', text, re.S)
     assert [name for name, _ in scripts] == ["cnnw-record", "cnnw-state"]
     assert json.loads(scripts[0][1]) == rec

@@ -195,6 +195,10 @@ def test_offline_html_keeps_names_and_labels_as_text(page: Page, exports: Path) 
         assert page.locator(f"{root} img, .cnnw-export-bars img").count() == 0
         text = page.locator("body").inner_text()
         assert XSS_NAME in text, f"{name}: the name is shown as text"
+    # defence in depth: even markup that got into the page could not run a handler (CSP: loader hash only)
+    page.evaluate("""() => document.body.insertAdjacentHTML('beforeend', '<img src=x onerror="window.pwned=1">')""")
+    page.wait_for_timeout(300)
+    assert page.evaluate("() => window.pwned") is None
     raw = (exports / "xss.html").read_text()
     assert XSS_NAME not in raw, "every < of embedded data is escaped"
 
