@@ -1,8 +1,9 @@
 """Explorer in a real page, in Voila and in JupyterLab: a click on a ModelSummary row moves the
 ActivationBrowser and the FilterGrid (their painted layer and their Python traits), a click on an
 activation channel highlights its filter, the thumbnail strip switches images by click and by keyboard
-(arrow keys, Home, End; in JupyterLab without triggering a notebook shortcut), and a class label that is
-an HTML injection attempt renders as text."""
+(arrow keys, Home, End; in JupyterLab without triggering a notebook shortcut), a class label that is an
+HTML injection attempt renders as text, and (Voila) the dataset tab builds its views on the first click,
+on the Explorer's layer."""
 
 from __future__ import annotations
 
@@ -33,7 +34,8 @@ model = zoo.load_shapesnet()
 images, truth, _ = zoo.shapes_dataset(4, seed=3)
 names = list(zoo.CLASSES)
 names[int(truth[1])] = archs.XSS_NAME  # the class of image 1 is named like an HTML injection
-ex = Explorer(model, list(zip(images, truth)), labels=names)
+data = zoo.shapes_dataset(12, seed=5)[:2]
+ex = Explorer(model, list(zip(images, truth)), labels=names, data=data)
 display(W.VBox([ex, mirror(ex, "layer", "layer"), mirror(ex, "channel", "channel"),
                 mirror(ex, "image_index", "image_index"), mirror(ex.filters, "layer", "filter-layer"),
                 mirror(ex.filters, "selected", "filter"), mirror(ex.activations, "layer", "act-layer")]))
@@ -113,6 +115,12 @@ def run_checks(page: Page, *, lab: bool) -> None:
 def test_explorer_links_its_parts_in_voila(open_voila: Callable[..., Page]) -> None:
     page = open_voila([EXPLORER], ready=f"{STRIP}[data-paint-count]")
     run_checks(page, lab=False)
+    # the dataset tab: its views are built on the first click and paint the Explorer's layer
+    assert page.locator(".cnnw-top-activations").count() == 0
+    page.get_by_role("tab", name="dataset").click()
+    painted_layer_is(page, ".cnnw-top-activations", "features.bn2")
+    expect(page.locator(".cnnw-channel-importance")).to_be_visible(timeout=TIMEOUT)
+    expect(page.locator(".cnnw-class-heatmaps[data-paint-count]")).to_be_visible(timeout=90_000)
 
 
 def test_explorer_in_jupyterlab_keys_stay_off_notebook_shortcuts(
