@@ -36,6 +36,7 @@ from .top_activations import counted
 SORTS: tuple[str, ...] = ("channel", "permutation", "zeroing")
 _BAR, _BAR_SELECTED, _DOT = "#5b8db8", "#e8590c", "#2f2f2f"
 _FONT = {"font-size": "12px"}
+_TICKS = 24  # channel numbers under the axis at most (every n-th bar), so they stay legible
 
 
 class _Controls(anywidget.AnyWidget):
@@ -232,16 +233,14 @@ class ChannelImportance(Panel, W.VBox):
     def _make_chart(self) -> tuple[Bars, Lines, Scatter, Figure]:
         x = OrdinalScale()
         y = LinearScale()
-        bars = Bars(x=[], y=[], scales={"x": x, "y": y}, colors=[_BAR], padding=0.2,
-                    tooltip=None, labels=["permuted"], display_legend=True)
+        bars = Bars(x=[], y=[], scales={"x": x, "y": y}, colors=[_BAR], padding=0.2)
         errors = Lines(x=[], y=[], scales={"x": x, "y": y}, colors=[_DOT], stroke_width=1.5)
-        dots = Scatter(x=[], y=[], scales={"x": x, "y": y}, colors=[_DOT], default_size=28, marker="circle",
-                       labels=["zeroed"], display_legend=True)
+        dots = Scatter(x=[], y=[], scales={"x": x, "y": y}, colors=[_DOT], default_size=28, marker="circle")
         bars.on_element_click(self._bar_clicked)
         figure = Figure(
             marks=[bars, errors, dots],
-            axes=[Axis(scale=x, label="channel", tick_style=_FONT), Axis(scale=y, side="left", tick_style=_FONT)],
-            title="", title_style={"font-size": "13px"}, legend_location="top-right",
+            axes=[Axis(scale=x, label="channel", tick_style=_FONT, num_ticks=_TICKS), Axis(scale=y, side="left", tick_style=_FONT)],
+            title="", title_style={"font-size": "13px"},
             fig_margin={"top": 40, "bottom": 45, "left": 60, "right": 20},
             layout=W.Layout(width="100%", max_width="900px", height="320px"),
         )

@@ -145,6 +145,7 @@ export const DATASET_CSS = `
 }
 .cnnw-cells {
   display: grid;
+  justify-content: start;
   gap: 4px 8px;
   align-items: center;
 }

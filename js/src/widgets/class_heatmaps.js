@@ -83,7 +83,7 @@ function renderClassHeatmaps(model, el) {
     const classes = /** @type {string[]} */ (g.classes);
     const selected = Number(model.get("selected_class"));
     const column = model.get("selected_column");
-    cells.style.gridTemplateColumns = `auto repeat(2, ${CELL_CSS + 12}px)`;
+    cells.style.gridTemplateColumns = `minmax(4em, max-content) repeat(2, ${CELL_CSS + 12}px)`;
     const children = [h("span", { text: "class" }), h("span", { text: "correct" }), h("span", { text: "incorrect" })];
     classes.forEach((name, r) => {
       children.push(h("span", { className: "cnnw-row-label", text: name, attrs: { role: "rowheader" } }));
