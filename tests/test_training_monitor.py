@@ -5,6 +5,8 @@ and it works on the odd architectures of archs.py without touching them."""
 
 from __future__ import annotations
 
+import json
+import math
 import random
 from typing import Any
 
@@ -234,6 +236,10 @@ def test_chart_gets_every_value_and_names_with_loss_share_the_loss_axis() -> Non
     assert lines["epoch", "accuracy"].scales["y"] is not loss_scale
     assert set(monitor._figure.marks) == set(lines.values())
     assert monitor.history["epoch"] == {"accuracy": [(4, 0.7)], "val_loss": [(4, 1.2)]}
+    # Jupyter sends JSON without NaN: a diverged loss reaches the browser as text
+    assert math.isnan(monitor.snapshots[-1].metrics["loss"])
+    assert monitor._canvas._kept[-1]["metrics"] == {"accuracy": 0.7, "val_loss": 1.2, "loss": "nan"}
+    json.dumps(monitor._canvas._kept, allow_nan=False)
 
 
 def test_chart_updates_are_throttled_and_flush_sends_the_rest(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -108,6 +108,12 @@ def _metrics(values: dict[str, Any]) -> dict[str, float]:
     return {str(name): _number(f"metric {name!r}", v) for name, v in values.items()}
 
 
+def _json_metrics(values: dict[str, float]) -> dict[str, float | str]:
+    """Metrics for the browser: JSON has no NaN or infinity (Jupyter refuses to send them), so those
+    travel as the text ``"nan"``, ``"inf"``, ``"-inf"``."""
+    return {name: v if math.isfinite(v) else str(v) for name, v in values.items()}
+
+
 def _positive_int(what: str, value: Any, allow_none: bool = False) -> int | None:
     if value is None and allow_none:
         return None
@@ -443,7 +449,8 @@ class TrainingMonitor(Panel, W.VBox):
             self._stored = [self._stored[i] for i in _thinned(len(self._stored))]
         self._send(stored)
         self._canvas._kept = [
-            {"id": s.id, "epoch": s.info.epoch, "step": s.info.step, "metrics": s.info.metrics} for s in self._stored
+            {"id": s.id, "epoch": s.info.epoch, "step": s.info.step, "metrics": _json_metrics(s.info.metrics)}
+            for s in self._stored
         ]
 
     # -- the browser -------------------------------------------------------------------------------

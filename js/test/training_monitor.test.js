@@ -8,6 +8,7 @@ test("snapshotText: epoch, step, then loss and the other metrics by name", () =>
   assert.equal(snapshotText(meta(3, 40, 2, { zeta: 1, loss: 0.51234, accuracy: 0.9 })),
     "epoch 2 · step 40 · loss 0.5123 · accuracy 0.9 · zeta 1");
   assert.equal(snapshotText(meta(0, 0)), "epoch 0 · step 0");
+  assert.equal(snapshotText(meta(1, 5, 1, { loss: "nan" })), "epoch 1 · step 5 · loss nan");
 });
 
 test("nextIndex follows the newest, keeps the shown one, else the nearest in steps", () => {

@@ -17,19 +17,20 @@ const GRID_WIDTH = 420;
 const PROBE_SIDE = 128;
 
 /**
- * @typedef {{id: number, epoch: number, step: number, metrics: Record<string, number>}} KeptMeta
+ * @typedef {{id: number, epoch: number, step: number, metrics: Record<string, number | string>}} KeptMeta
  * @typedef {{what: "filters" | "activations", layer: string, image: number, shape: number[], dtype: string,
  *   kind: string, codec: number}} PartHeader
  */
 
 /**
- * The caption of a snapshot: epoch, step, then its metrics (loss first).
+ * The caption of a snapshot: epoch, step, then its metrics (loss first; a non-finite value comes as
+ * the text "nan", "inf" or "-inf").
  * @param {KeptMeta} meta
  * @returns {string}
  */
 export function snapshotText(meta) {
   const names = Object.keys(meta.metrics ?? {}).sort((a, b) => (a === "loss" ? -1 : b === "loss" ? 1 : a < b ? -1 : a > b ? 1 : 0));
-  return [`epoch ${meta.epoch}`, `step ${meta.step}`, ...names.map((n) => `${n} ${fmt(meta.metrics[n])}`)].join(" · ");
+  return [`epoch ${meta.epoch}`, `step ${meta.step}`, ...names.map((n) => `${n} ${typeof meta.metrics[n] === "number" ? fmt(meta.metrics[n]) : meta.metrics[n]}`)].join(" · ");
 }
 
 /**
