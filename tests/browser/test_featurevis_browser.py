@@ -1,17 +1,20 @@
 """FeatureVisualizer in a real page (Voila + Chromium): the image paints while the kernel optimises and
 keeps changing until the last step, cancel and run work from the keyboard (the focus moves from one to
 the other), grid mode paints every tile, and the keyboard (arrows + Enter) or a click opens a tile in
-single mode. Layer names stay text."""
+single mode. Layer names stay text. In JupyterLab, the widget's keys never reach the notebook's
+shortcuts."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+import nbformat
 import pytest
 from playwright.sync_api import Page, expect
 
 import harness
 from archs import XSS_NAME
+from conftest import PRELUDE
 
 pytestmark = pytest.mark.browser
 
@@ -155,3 +158,51 @@ def test_grid_tiles_paint_and_the_keyboard_opens_one(page: Page, open_voila: Cal
     expect(page.locator(".probe-channel")).to_have_text("5")
     expect(page.locator(".probe-mode")).to_have_text("single")
     expect(page.locator(f"{FV} .cnnw-feature-caption")).to_contain_text("channel 5")
+
+
+def test_keys_in_jupyterlab_stay_with_the_widget(page: Page, open_lab: Callable[..., Page], tmp_path) -> None:
+    """In JupyterLab the arrow keys and Enter on the widget's controls change the widget, never the
+    notebook (active cell, mode, collapsed headings stay as they were)."""
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+    nb.cells = [
+        nbformat.v4.new_markdown_cell("# Feature visualisation"),
+        nbformat.v4.new_code_cell(PRELUDE),
+        nbformat.v4.new_code_cell(NET),
+        nbformat.v4.new_code_cell(VIEW.format(delay=0.0, steps=4)),
+        nbformat.v4.new_markdown_cell("## Below"),
+        nbformat.v4.new_code_cell("below = 1"),
+    ]
+    path = tmp_path / "featurevis_keys.ipynb"
+    nbformat.write(nb, path)
+    open_lab(path)
+    cells = harness.lab_run_all(page)
+    assert not any(c["errors"] for c in cells), cells
+    page.locator(f"{FV}[data-paint-count]").wait_for(timeout=TIMEOUT)
+
+    def press(control: str, key: str) -> None:
+        target = page.locator(f"{FV} {control}")
+        target.scroll_into_view_if_needed()
+        target.focus()
+        before = page.evaluate(harness.NOTEBOOK_STATE_JS)
+        page.keyboard.press(key)
+        page.wait_for_timeout(150)
+        assert page.evaluate(harness.NOTEBOOK_STATE_JS) == before, f"{control} {key}: the notebook reacted"
+
+    press("input.cnnw-channel-slider", "ArrowRight")
+    expect(page.locator(".probe-channel")).to_have_text("3", timeout=TIMEOUT)
+    press("input.cnnw-channel-slider", "ArrowLeft")
+    expect(page.locator(".probe-channel")).to_have_text("2", timeout=TIMEOUT)
+    press("input.cnnw-channel", "ArrowUp")
+    press("input.cnnw-channel", "Enter")
+    expect(page.locator(".probe-channel")).to_have_text("3", timeout=TIMEOUT)
+    press("select.cnnw-mode", "ArrowDown")
+    expect(page.locator(".probe-mode")).to_have_text("grid", timeout=TIMEOUT)
+    wait_data(page, "tilesDone", "v === '8'")
+    press("canvas.cnnw-grid", "ArrowDown")
+    press("canvas.cnnw-grid", "ArrowLeft")
+    cursor = int(dataset(page)["cursor"])
+    assert cursor == 3 + int(page.locator(f"{FV} canvas.cnnw-grid").get_attribute("data-cols")) - 1
+    press("canvas.cnnw-grid", "Enter")
+    expect(page.locator(".probe-mode")).to_have_text("single", timeout=TIMEOUT)
+    expect(page.locator(".probe-channel")).to_have_text(str(cursor), timeout=TIMEOUT)
