@@ -183,12 +183,10 @@ class Metrics(Panel, HeatmapDisplay, W.VBox):
             check_layer_names(model, [layer])
         self._layer = layer
         self._options = _method_options(options, self._specs)
-        self._randomize = None if randomize is None else list(randomize)
-        if self._randomize is not None:
-            if isinstance(randomize, str):
-                raise TypeError("randomize must be a list of layer names, got a str")
-            check_layer_names(model, self._randomize)
-        names_of_classes_given = label_list(labels)
+        if isinstance(randomize, str):
+            raise TypeError("randomize must be a list of layer names, got a str")
+        self._randomize = None if randomize is None else check_layer_names(model, list(randomize))
+        class_names = label_list(labels)
         pictures = _image_list(images)
         prepared = [prepare(img, mean, std, model=model, single=True) for img in pictures]
         sizes = {tuple(b.shape[-2:]) for b, _ in prepared}
@@ -205,7 +203,7 @@ class Metrics(Panel, HeatmapDisplay, W.VBox):
         except RuntimeError as err:
             raise ValueError(f"the model failed on the images (shape {tuple(batch.shape)}): {err}") from err
         classes = probs.shape[1]
-        self._labels = check_labels(names_of_classes_given, classes)
+        self._labels = check_labels(class_names, classes)
         check_target_range(given, classes)
         top = [int(i) for i in probs.argmax(dim=1).tolist()]
         self._targets = [top[i] if c is None else c for i, c in enumerate(given or [None] * n)]
@@ -219,11 +217,10 @@ class Metrics(Panel, HeatmapDisplay, W.VBox):
         self._sanity: dict[str, dict[str, Any]] = {}
         self._cascade_encoded: dict[str, dict[str, Any]] = {}
         self._rows = [
-            {"method": m, "image": i, "target": self._targets[i], **{key: None for key, _, _ in COLUMNS}}
+            {"method": m, "image": i, "target": self._targets[i],
+             **{key: None for key, _, _ in COLUMNS if key != "randomization"}}
             for m in self._names for i in range(n)
         ]
-        for row in self._rows:
-            row.pop("randomization")
         self._canvas = _MetricsCanvas()
         self._figures, self._lines = self._make_charts()
         kwargs.setdefault("layout", W.Layout(align_items="flex-start"))
@@ -533,8 +530,8 @@ class Metrics(Panel, HeatmapDisplay, W.VBox):
             marks, points = [], []
             for k, m in enumerate(self._names):
                 colour = PALETTE[k % len(PALETTE)]
-                line = Lines(x=[], y=[], scales={"x": x, "y": y}, colors=[colour], labels=[m], display_legend=True,
-                             stroke_width=2)
+                # no legend: the table's colour swatches name the lines (long names do not fit a legend)
+                line = Lines(x=[], y=[], scales={"x": x, "y": y}, colors=[colour], labels=[m], stroke_width=2)
                 # bqplot reports clicks on a Lines path without saying which; its points say it
                 dots = Scatter(x=[], y=[], scales={"x": x, "y": y}, colors=[colour], default_size=36,
                                stroke="white")
@@ -547,8 +544,7 @@ class Metrics(Panel, HeatmapDisplay, W.VBox):
                 axes=[Axis(scale=x, side="bottom", label=label, tick_format=".0%", tick_style=font, label_offset="32px"),
                       Axis(scale=y, side="left", label="score / intact", tick_format=".1f",
                            tick_style=font, label_offset="36px")],
-                title=title, title_style={"font-size": "13px"}, legend_location="top-right",
-                legend_style={"font-size": "12px"},
+                title=title, title_style={"font-size": "13px"},
                 fig_margin={"top": 40, "bottom": 50, "left": 55, "right": 15},
                 layout=W.Layout(width="400px", height="300px"),
             )
