@@ -406,3 +406,16 @@ def test_png_export_is_the_image_or_the_grid(model, tmp_path) -> None:
     ox = x0 + ((layout["cell"] - layout["drawW"]) >> 1)
     oy = y0 + ((layout["cell"] - layout["drawH"]) >> 1)
     np.testing.assert_array_equal(picture[oy + 5 * f, ox + 7 * f], tile[5, 7])
+
+
+def test_html_export_carries_the_grid_tiles(model, tmp_path) -> None:
+    """save_html of a grid: the file answers the view's fetch with every finished tile (offline)."""
+    viz = FeatureVisualizer(model, "features.relu1", 0, steps=2, size=16, mode="grid")
+    record = viz.save_html(tmp_path / "grid.html")
+    text = (tmp_path / "grid.html").read_text(encoding="utf-8")
+    assert viz.done == 16 and record["layer"] == "features.relu1"
+    assert '"fetch"' in text and '"tiles"' in text and "cnnw-feature-visualizer" in text
+    parts = viz._export_html()
+    (content, buffers), = parts[0]["replies"]["fetch"]
+    assert content["channels"] == list(range(16)) and content["final"] and content["grid"] == viz._grid["id"]
+    assert wire.decode({**content, "data": buffers[0]}).shape == (16, 16, 16, 3)

@@ -15,7 +15,7 @@ buffer of k×H×W×3 bytes; a view asks for the finished tiles when it renders (
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from functools import partial
 from time import monotonic
 from typing import Any
@@ -449,6 +449,19 @@ class FeatureVisualizer(Panel, anywidget.AnyWidget):
                 raise export.ExportError("this view has nothing to draw yet")
             return np.ascontiguousarray(wire.decode(self._image["tensor"]))
 
+    def _export_html(self) -> list[dict[str, Any]]:
+        """The view as it is, with the grid's finished tiles in the file (the offline page's fetch gets
+        them), once the work in progress is done."""
+        from .. import export
+
+        self.wait()
+        replies = []
+        with self._jobs.lock:
+            done = self._done_tiles()
+            if done and done[0]:
+                replies.append(self._tiles_message(done[0], self._stack(done[0], done[1]), final=True))
+        return [export.widget_part(self, replies={"fetch": replies})]
+
     def _export_record(self) -> dict[str, Any]:
         from .. import export
 
@@ -458,26 +471,39 @@ class FeatureVisualizer(Panel, anywidget.AnyWidget):
 
     # -- the browser -------------------------------------------------------------------------------
 
+    def _stack(self, channels: list[int], options: Settings) -> torch.Tensor:
+        """The cached images of ``channels`` as one k×H×W×3 uint8 tensor."""
+        return torch.stack([self._jobs.cached(self._key(c, options)) for c in channels])
+
+    def _done_tiles(self) -> tuple[list[int], Settings] | None:
+        """The channels of the grid on screen whose images are cached (``None`` in single mode)."""
+        if self.mode != "grid" or not self._grid_id:
+            return None
+        options = self._settings()
+        count = self._count(self.layer, self.objective)
+        return [c for c in range(count) if self._jobs.cached(self._key(c, options)) is not None], options
+
     def _send_tiles(self, channels: list[int], options: Settings) -> None:
-        if not channels:
-            return
-        stack = torch.stack([self._jobs.cached(self._key(c, options)) for c in channels])
-        self._send_tile_images(channels, stack, final=True)
+        if channels:
+            self.send(*self._tiles_message(channels, self._stack(channels, options), final=True))
 
     def _send_tile_images(self, channels: list[int], stack: torch.Tensor, final: bool) -> None:
+        self.send(*self._tiles_message(channels, stack, final))
+
+    def _tiles_message(
+        self, channels: list[int], stack: torch.Tensor, final: bool
+    ) -> tuple[dict[str, Any], list[memoryview]]:
         header, buffers = split_buffers(wire.encode(stack, exact=True))
-        self.send({"type": "tiles", "grid": self._grid_id, "channels": channels, "final": final, **header}, buffers)
+        return {"type": "tiles", "grid": self._grid_id, "channels": channels, "final": final, **header}, buffers
 
     def _on_msg(self, widget: Any, content: Any, buffers: Sequence[Any]) -> None:
         """``{"type": "fetch"}`` (a grid view rendered: send the finished tiles), ``"cancel"``, ``"run"``."""
         kind = content.get("type") if isinstance(content, dict) else None
         if kind == "fetch":
             with self._jobs.lock:
-                if self.mode == "grid" and self._grid_id:
-                    options = self._settings()
-                    count = self._count(self.layer, self.objective)
-                    done = [c for c in range(count) if self._jobs.cached(self._key(c, options)) is not None]
-                    self._send_tiles(done, options)
+                done = self._done_tiles()
+                if done:
+                    self._send_tiles(*done)
         elif kind == "cancel":
             self.cancel()
         elif kind == "run":
