@@ -28,7 +28,8 @@ without showing anything). As in Lucid:
 Optimisation: Adam with learning rate ``lr``. Everything random (initial spectrum, transforms) comes
 from a local ``torch.Generator`` seeded with ``seed``, so the same call gives the same image: on the
 CPU, torch's kernels are deterministic for a given number of threads (a different
-``torch.set_num_threads`` may change the last bits).
+``torch.set_num_threads`` rounds differently, and Adam's normalised first steps can make such last-bit
+differences visible). A list of channels is optimised as one batch (the fast way to do a whole layer).
 """
 
 from __future__ import annotations

@@ -89,8 +89,6 @@ class FeatureVisualizer(Panel, anywidget.AnyWidget):
     _image = t.Dict().tag(sync=True)
     _grid = t.Dict().tag(sync=True)
     _notice = t.Unicode("").tag(sync=True)
-    _shapes = t.Dict().tag(sync=True)
-    _classes = t.Int(0).tag(sync=True)
 
     def __init__(
         self,
@@ -133,8 +131,6 @@ class FeatureVisualizer(Panel, anywidget.AnyWidget):
         super().__init__(**kwargs)
         self.set_trait("size", self._base.size)
         self.set_trait("layers", list(self._shapes_by_layer))
-        self._shapes = {name: list(shape) for name, shape in self._shapes_by_layer.items()}
-        self._classes = self._class_count or 0
         if layer is None:
             leaves = {n for n, m in model.named_modules() if next(m.children(), None) is None}
             maps = [n for n, s in self._shapes_by_layer.items() if len(s) == 4]
