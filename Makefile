@@ -17,7 +17,7 @@ STATIC := cnn_widgets/static/activation_browser.js
 js/node_modules/.package-lock.json: js/package.json js/package-lock.json
 	cd js && npm ci --no-audit --no-fund
 
-$(STATIC): js/node_modules/.package-lock.json $(shell find js/src -name '*.js') js/build.mjs
+$(STATIC): js/node_modules/.package-lock.json $(shell find js/src -name '*.js') js/build.mjs cnn_widgets/colormaps.json
 	cd js && npm run build
 
 js: $(STATIC)

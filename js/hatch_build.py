@@ -33,6 +33,7 @@ def _inputs(js: Path) -> list[Path]:
     """Every file the bundle is made from, in a fixed order."""
     files = [js / "package.json", js / "package-lock.json", js / "build.mjs"]
     files += sorted(p for p in (js / "src").rglob("*") if p.is_file())
+    files.append(js.parent / "cnn_widgets" / "colormaps.json")  # the colour tables colormap.js imports
     return [p for p in files if p.is_file()]
 
 

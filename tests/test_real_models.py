@@ -369,3 +369,19 @@ def test_filter_grid_on_torchscript_reads_the_conv_geometry(kind: str) -> None:
     info = FilterGrid(model)._weights["info"]
     assert info == {"in_channels": 4, "out_channels": 4, "kernel_size": [3, 3], "stride": [2, 2],
                     "padding": [1, 1], "dilation": [2, 2], "groups": 4}
+
+
+def test_activation_browser_on_a_model_that_cannot_run_under_autograd(untouched) -> None:
+    """A model writing with ``out=`` cannot record a graph: the browser still shows every float activation,
+    equal to what capture_activations records, and a wrong input is still the clear error."""
+    import archs
+
+    model, x = archs.build("inplace_zoo")
+    with untouched(model):
+        browser = ActivationBrowser(model, x)
+        reference = capture_activations(model, x)
+    assert browser.layer == "conv1"
+    floats = [k for k, v in reference.items() if v.is_floating_point()]
+    assert browser.layers == floats
+    with pytest.raises(ValueError, match="3 input channels"):
+        ActivationBrowser(model, torch.rand(5, 16, 16))

@@ -119,14 +119,25 @@ def input_dependent_activations(model: nn.Module, batch: torch.Tensor) -> dict[s
     """Like :func:`~cnn_widgets.capture_activations` (every leaf layer) on a ready model input, keeping
     only floating-point outputs that depend on the input: one forward in eval mode with autograd recording
     the input alone (every parameter's ``requires_grad`` off for the pass, restored after); an output
-    depends on the input iff it then requires grad. Shape arithmetic (int64) and constants drop out."""
+    depends on the input iff it then requires grad. Shape arithmetic (int64) and constants drop out.
+
+    A model that cannot run under autograd (e.g. it writes with ``out=``) is run once more without it,
+    keeping every floating-point output: the test is lost, the activations are not."""
     with model_session(model, eval_mode=True, hooks=True):
         with ActivationCapture(model, gradients=True) as cap:
             for p in model.parameters():
                 p.requires_grad_(False)
             x = batch.detach().requires_grad_(True)
-            with torch.enable_grad():
-                call_forward(model, x.clone())  # a non-leaf: a model may write its input in place
+            try:
+                with torch.enable_grad():
+                    call_forward(model, x.clone())  # a non-leaf: a model may write its input in place
+            except ValueError:
+                cap.outputs.clear()
+                cap.grad_edges.clear()
+                cap.activations.clear()
+                with torch.no_grad():
+                    call_forward(model, batch.clone())  # fails again, with the same clear error, on a bad input
+                return {k: v for k, v in cap.activations.items() if v.is_floating_point()}
             keep = {k for k, out in cap.outputs.items() if out.is_floating_point() and out.requires_grad}
             cap.outputs.clear()  # let go of the autograd graph
             cap.grad_edges.clear()
