@@ -362,6 +362,13 @@ def test_activation_browser_takes_a_channel_at_construction() -> None:
         ActivationBrowser(plain_cnn(), image(16, 16), channel=9)
 
 
+def test_filter_grid_takes_a_selected_filter_at_construction() -> None:
+    grid = FilterGrid(plain_cnn(), selected=2)
+    assert grid.selected == 2 and grid._weights
+    with pytest.raises(ValueError, match="selected 99 is out of range"):
+        FilterGrid(plain_cnn(), selected=99)
+
+
 @pytest.mark.parametrize("kind", ["trace", "script"])
 def test_filter_grid_on_torchscript_reads_the_conv_geometry(kind: str) -> None:
     eager = _seeded(nn.Sequential(nn.Conv2d(4, 4, 3, stride=2, padding=1, dilation=2, groups=4), nn.ReLU()))

@@ -33,7 +33,7 @@ class FilterGrid(Panel, anywidget.AnyWidget):
     filter (for grouped convs: within the filter's group). ``scale`` colours each tile on its own range
     ("filter") or all on one ("layer"), the word ActivationBrowser and compare() use for their colour
     ranges; ``normalize`` is its old name, kept as an alias (trait and argument). Clicking a tile sets
-    ``selected``.
+    ``selected`` (a filter index of the shown layer, -1 for none; also a constructor argument).
     """
 
     _esm = bundle("filter_grid")
@@ -56,6 +56,7 @@ class FilterGrid(Panel, anywidget.AnyWidget):
         scale: str | None = None,
         normalize: str | None = None,
         colormap: str = "RdBu_r",
+        selected: int = -1,
         **kwargs: Any,
     ) -> None:
         if scale is not None and normalize is not None and scale != normalize:
@@ -82,6 +83,7 @@ class FilterGrid(Panel, anywidget.AnyWidget):
             self.input_channel = input_channel
             self.scale = scale or normalize or "filter"
             self.colormap = colormap
+            self.selected = selected  # checked against the layer's filter count, so after the layer
 
     def _conv(self) -> nn.Conv2d:
         return self._convs[self.layer]
