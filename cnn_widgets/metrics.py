@@ -245,15 +245,27 @@ def _probabilities(
     batch_size: int, progress: Callable[[float], None] | None = None,
 ) -> torch.Tensor:
     """Probabilities (N, classes), float64 on the CPU, of the rows of the (n, C, H, W) unnormalised
-    tensors ``pixels`` yields (``total`` rows in all), regrouped into forward passes of ``batch_size``."""
+    tensors ``pixels`` yields (``total`` rows in all), regrouped into forward passes of ``batch_size``
+    channels-last images."""
     rows = []
     pending: list[torch.Tensor] = []
     waiting = done = 0
+    channels_last = [True]
+
+    def forward(x: torch.Tensor) -> Any:
+        # channels-last images make CPU convolutions about twice as fast; a model that needs contiguous
+        # input (a view() of it) fails on them, and then gets contiguous batches from then on
+        if channels_last[0]:
+            try:
+                return call_forward(model, x.contiguous(memory_format=torch.channels_last))
+            except Exception:
+                channels_last[0] = False
+        return call_forward(model, x)
 
     def run(batch: torch.Tensor) -> None:
         nonlocal done
         x = model_input(model, to_batch(batch, mean, std))
-        rows.append(outputs.select(call_forward(model, x), output).detach().double().cpu())
+        rows.append(outputs.select(forward(x), output).detach().double().cpu())
         done += batch.shape[0]
         if progress is not None:
             progress(done / max(total, 1))

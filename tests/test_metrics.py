@@ -562,3 +562,33 @@ def test_randomization_maps_match_the_test(model, heldout):
     torch.testing.assert_close(original, intact.double(), rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="unknown layer"):
         randomization_maps(model, image, "grad_cam", layer="features.conv9")
+
+
+class FlattensInput(nn.Module):
+    """A model that views its input, which only works on contiguous tensors."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(3 * 8 * 8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x.view(x.shape[0], -1))
+
+
+def test_curves_of_a_model_that_needs_contiguous_input(untouched):
+    """Curves feed channels-last batches for speed; a model that cannot take them gets contiguous ones."""
+    torch.manual_seed(0)
+    net = FlattensInput().eval()
+    image = torch.rand(3, 8, 8)
+    heat = torch.rand(8, 8)
+    with untouched(net):
+        curve = deletion_auc(net, image, heat, 1, baseline="black", steps=4, batch_size=2)
+    order = torch.argsort(heat.flatten(), descending=True, stable=True)
+    expected = []
+    for k in range(5):
+        x = image.clone().view(3, -1)
+        x[:, order[: round(k * 64 / 4)]] = 0.0
+        with torch.no_grad():
+            expected.append(float(torch.softmax(net(x.view(1, -1)).double(), dim=1)[0, 1]))
+    torch.testing.assert_close(curve.probabilities.double(), torch.tensor(expected, dtype=torch.float64),
+                               rtol=1e-5, atol=1e-7)
