@@ -29,8 +29,8 @@ Optimisation: Adam with learning rate ``lr``. Everything random (initial spectru
 from a local ``torch.Generator`` seeded with ``seed``, so the same call gives the same image: on the
 CPU, torch's kernels are deterministic for a given number of threads (a different
 ``torch.set_num_threads`` rounds differently, and Adam's normalised first steps can make such last-bit
-differences visible). A list of channels is optimised as one batch (measured on ShapesNet: 1.2–1.4× faster than one call per
-channel; the work is compute-bound).
+differences visible). A list of channels is optimised as one batch (measured on ShapesNet: 1.2–1.4×
+faster than one call per channel; the work is compute-bound).
 """
 
 from __future__ import annotations
