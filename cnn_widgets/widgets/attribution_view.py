@@ -288,7 +288,7 @@ class AttributionView(Panel, HeatmapDisplay, W.HBox):
     def _make_chart(self) -> tuple[Bars, Figure]:
         # bqplot clips marks to the plot area, so a value label drawn past its bar's end needs room
         # there: the probability axis runs to LABEL_ROOM × 100 %, which leaves the plot's right
-        # 1 - 1/LABEL_ROOM (≥ 55 px of 240 at font_scale 1) free for "100.0%" behind a full bar.
+        # 1 - 1/LABEL_ROOM (≥ 50 px of 220 at font_scale 1) free for "100.0%" behind a full bar.
         # Sizes, margins and fonts follow font_scale (_scale_chart).
         label_room = 1.3
         x = OrdinalScale(reverse=True)
@@ -308,7 +308,9 @@ class AttributionView(Panel, HeatmapDisplay, W.HBox):
             axes=[Axis(scale=x, side="left"),
                   Axis(scale=y, side="bottom", tick_format=".0%", tick_values=[0.0, 0.5, 1.0])],
             title="top predictions · click a bar to explain it",
-            layout=W.Layout(width="360px", height="240px"),
+            # the plot area shows the page (the notebook cell, light or dark) like the rest of the view
+            background_style={"fill": "none"},
+            layout=W.Layout(width="340px", height="240px"),
         )
         figure.add_class("cnnw-predictions")
         return bars, figure
@@ -326,11 +328,11 @@ class AttributionView(Panel, HeatmapDisplay, W.HBox):
             }
             for axis in self._figure.axes:
                 axis.tick_style = dict(font)
-            self._figure.title_style = {"font-size": f"{13 * s:g}px"}
+            self._figure.title_style = {"font-size": f"{13 * s:g}px", "fill": "var(--jp-ui-font-color1, #222)"}
             self._figure.fig_margin = {
                 "top": round(40 * s), "bottom": round(30 * s), "left": round(100 * s), "right": round(20 * s),
             }
-            self._figure.layout.width = f"{round(360 * s)}px"
+            self._figure.layout.width = f"{round(340 * s)}px"
             self._figure.layout.height = f"{round((80 + 34 * len(self.predictions)) * s)}px"
 
     def _update_chart(self) -> None:

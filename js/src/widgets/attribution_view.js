@@ -20,8 +20,8 @@ const DISPLAY_SIDE = 320;
 // The view stays narrow enough (its toolbars wrap) for the prediction chart to sit beside it in a
 // notebook or on a 1366 px screen; the chart goes below only when the row is narrower still.
 const VIEW_CSS = `
-.cnnw-attribution-view {
-  max-width: calc(600px * var(--cnnw-scale, 1));
+.cnnw-root.cnnw-attribution-view {
+  max-width: calc(560px * var(--cnnw-scale, 1));
 }
 .cnnw-attribution-view .cnnw-options:empty {
   display: none;
