@@ -238,13 +238,13 @@ class Explorer(Panel, W.VBox):
         self._predicted: dict[int, int] = {}
         self._queued: set[int] = set()
 
-        # one intra-op thread: the parts' many small forward passes otherwise wait for a scheduler slot
-        # whenever another process holds a core (several times slower on a busy machine)
-        # Each panel's flex basis: panels sit side by side when they fit, else stack (given at
-        # construction: no layout update message after the panel is open).
         def panel(flex: str, **extra: str) -> W.Layout:
+            """A panel's flex basis: panels sit side by side when they fit, else stack (given at
+            construction, so no layout update follows the panel's opening message)."""
             return W.Layout(flex=flex, min_width="0", **extra)
 
+        # one intra-op thread: the parts' many small forward passes otherwise wait for a scheduler slot
+        # whenever another process holds a core (several times slower on a busy machine)
         with one_thread():
             self.summary = ModelSummary(model, first, mean, std, layout=panel("0 1 800px"))
             self.filters = FilterGrid(model, layout=panel("1 1 560px"))
@@ -256,7 +256,7 @@ class Explorer(Panel, W.VBox):
         self.class_names: list[str] = list(self.attribution.labels)
         self._truths = [self._check_truth(i, v) for i, v in enumerate(truths)]
         self._positions, self._shapes = _layer_positions(self.summary, self._model)
-        self._shapes_of_rows = {row.name for row in self.summary.rows}
+        self._row_names = {row.name for row in self.summary.rows}
         self.strip = ImageStrip(displays, [self._caption(i) for i in range(len(self._images))])
 
         kwargs.setdefault("layout", W.Layout(width="100%"))
@@ -350,7 +350,7 @@ class Explorer(Panel, W.VBox):
     def _check_layer(self, proposal: t.Bunch) -> str:
         value = proposal["value"]
         if value not in self._positions:
-            known = sorted(self._positions, key=lambda n: (self._positions[n], n not in self._shapes_of_rows))
+            known = sorted(self._positions, key=lambda n: (self._positions[n], n not in self._row_names))
             shown = ", ".join(repr(n) for n in known[:40]) + (", …" if len(known) > 40 else "")
             hint = _near(value, known)
             raise WidgetValueError(f"unknown layer {value!r}{hint}; the layers of this model: {shown}")
@@ -647,6 +647,7 @@ class Explorer(Panel, W.VBox):
                 views.append(note)
                 continue
             setattr(self, name, view)
+            t.dlink((self, "font_scale"), (view, "font_scale"))
             views.append(view)
         for view in (self.top_activations, self.channel_importance):
             if view is not None:
