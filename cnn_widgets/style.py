@@ -77,3 +77,27 @@ def style(scale: float | None = None) -> dict[str, float]:
         for view in views:
             view._restyle(value)
     return {"scale": _scale}
+
+
+CHART_FONT_PX = 12.0
+"""Tick and value labels of bqplot charts at scale 1 (px)."""
+CHART_TITLE_PX = 13.0
+"""Titles of bqplot charts at scale 1 (px)."""
+
+
+def chart_font(scale: float, px: float = CHART_FONT_PX) -> dict[str, str]:
+    """A bqplot text style ``{"font-size": ...}`` of ``px`` pixels at scale 1, at ``scale``."""
+    return {"font-size": f"{px * scale:g}px"}
+
+
+def scale_chart(figure: Any, scale: float) -> None:
+    """Bring a bqplot ``Figure``'s text to ``scale`` (a view's ``font_scale``): every axis's tick labels
+    (:data:`CHART_FONT_PX` at scale 1) and the title (:data:`CHART_TITLE_PX`, in the theme's text colour
+    unless the figure sets one); other styles stay. Call it from the view's ``font_scale`` observer;
+    margins and the figure's size are the view's own business."""
+    with figure.hold_sync():
+        for axis in figure.axes:
+            axis.tick_style = {**axis.tick_style, **chart_font(scale)}
+        figure.title_style = {
+            "fill": "var(--jp-ui-font-color1, #222)", **figure.title_style, **chart_font(scale, CHART_TITLE_PX),
+        }

@@ -12,9 +12,10 @@ import weakref
 
 import anywidget
 import pytest
+from bqplot import Axis, Figure, LinearScale
 
 from cnn_widgets import METHODS, AttributionView, FilterGrid, compare
-from cnn_widgets.style import FONT_SCALE_RANGE, default_scale, is_following, style
+from cnn_widgets.style import FONT_SCALE_RANGE, default_scale, is_following, scale_chart, style
 from cnn_widgets.widgets.panel import Panel
 from test_attribution_view import image, tiny
 
@@ -160,3 +161,15 @@ def test_every_option_has_a_human_label_and_keeps_its_captum_name():
     smoothgrad = {o.name: o.label for o in METHODS["smoothgrad"].options}
     assert smoothgrad["nt_samples"] == "samples" and smoothgrad["stdevs"] == "noise level"
     assert {o.name: o.label for o in METHODS["occlusion"].options}["sliding_window_shapes"] == "window size"
+
+
+def test_scale_chart_scales_ticks_and_title_and_keeps_other_styles():
+    x = LinearScale()
+    fig = Figure(axes=[Axis(scale=x, tick_style={"fill": "red"}), Axis(scale=x, orientation="vertical")],
+                 title="t", title_style={"font-weight": "bold"})
+    scale_chart(fig, 2.0)
+    assert [a.tick_style for a in fig.axes] == [{"fill": "red", "font-size": "24px"}, {"font-size": "24px"}]
+    assert fig.title_style["font-size"] == "26px" and fig.title_style["font-weight"] == "bold"
+    assert fig.title_style["fill"].startswith("var(--jp-ui-font-color1")  # the theme's text colour
+    scale_chart(fig, 1.0)
+    assert [font_px(a.tick_style) for a in fig.axes] == [12.0, 12.0] and font_px(fig.title_style) == 13.0

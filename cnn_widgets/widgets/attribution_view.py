@@ -37,6 +37,7 @@ from ..capture import model_session
 from ..images import Image, Stats, prepare
 from ..layers import conv_layers, probe
 from ..outputs import Output, check_output, check_scores
+from ..style import chart_font, scale_chart
 from ._common import CheckedDict, CheckedFloat, CheckedInt, CheckedUnicode, HeatmapDisplay, WidgetValueError, bundle
 from ._common import SIGNS, check_choice  # noqa: F401  (re-exported: they were defined here)
 from .jobs import CACHE_SIZE, Jobs, Progress
@@ -320,15 +321,13 @@ class AttributionView(Panel, HeatmapDisplay, W.HBox):
         """Chart fonts (12 px ticks and value labels, 13 px title at scale 1), margins and size follow
         ``font_scale``; colours come from the page theme (bqplot's CSS variables and JupyterLab's)."""
         s = self.font_scale
-        font = {"font-size": f"{12 * s:g}px"}
         with self._figure.hold_sync(), self._bars.hold_sync():
+            scale_chart(self._figure, s)
             self._bars.label_display_vertical_offset = 4.0 * s
             self._bars.label_font_style = {
-                "fill": "var(--jp-ui-font-color1, #222)", "pointer-events": "none", "text-anchor": "start", **font,
+                "fill": "var(--jp-ui-font-color1, #222)", "pointer-events": "none", "text-anchor": "start",
+                **chart_font(s),
             }
-            for axis in self._figure.axes:
-                axis.tick_style = dict(font)
-            self._figure.title_style = {"font-size": f"{13 * s:g}px", "fill": "var(--jp-ui-font-color1, #222)"}
             self._figure.fig_margin = {
                 "top": round(40 * s), "bottom": round(30 * s), "left": round(100 * s), "right": round(20 * s),
             }
