@@ -1,16 +1,20 @@
 """TrainingMonitor in a real page (Voila + Chromium): the bqplot chart grows when a later cell and then a
 button click (code running after the page loaded) report steps; the snapshot slider, driven from the
 keyboard, changes the filters and activations painted, sending nothing to the kernel; layer names stay
-text."""
+text. In JupyterLab the slider's keys leave the notebook as it was and captions are at least 12 px."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
+import nbformat
 import pytest
 from playwright.sync_api import Page, WebSocket, expect
 
+import harness
 from archs import XSS_NAME
+from conftest import PRELUDE
 
 pytestmark = pytest.mark.browser
 
@@ -54,6 +58,13 @@ from cnn_widgets.widgets.training_monitor import TrainingMonitor
 xss_model, x = archs.build("xss_named")
 display(TrainingMonitor(xss_model, probe=x))
 """
+
+# Text of the monitor's own (not bqplot's) with a computed font size below 12 px.
+SMALL_TEXT_JS = """() => [...document.querySelectorAll('.cnnw-training-monitor *')]
+  .filter((el) => el.tagName !== 'STYLE' && !el.closest('[hidden]')
+    && [...el.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim())
+    && parseFloat(getComputedStyle(el).fontSize) < 12)
+  .map((el) => el.className + ': ' + el.textContent.slice(0, 40))"""
 
 PIXELS_JS = """(c) => {
   const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
@@ -155,3 +166,31 @@ def test_layer_names_are_text(open_voila: Callable[..., Page]) -> None:
     assert options.all_text_contents() == ["blocks.stem", f"blocks.{XSS_NAME}"]
     assert page.locator(f"{TM} img").count() == 0
     assert page.evaluate("() => window.pwned") is None
+
+
+def test_slider_keys_in_jupyterlab_leave_the_notebook_alone(open_lab: Callable[[Path], Page], tmp_path: Path) -> None:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+    nb.cells = [
+        nbformat.v4.new_markdown_cell("# Training\nArrowLeft in command mode would collapse this heading."),
+        nbformat.v4.new_code_cell(PRELUDE),
+        nbformat.v4.new_code_cell(SETUP),
+        nbformat.v4.new_code_cell(LATER),
+    ]
+    path = tmp_path / "training_keys.ipynb"
+    nbformat.write(nb, path)
+    page = open_lab(path)
+    cells = harness.lab_run_all(page, timeout_s=300)
+    assert not [c for c in cells if c["errors"]], cells
+    page.wait_for_selector(f"{TM}[data-snapshots='3'][data-shown-epoch='2']", timeout=60_000)
+    assert page.evaluate(SMALL_TEXT_JS) == [], "text below 12 px is unreadable on a projector"
+    slider = page.locator(f"{TM} input.cnnw-snapshot-slider")
+    slider.scroll_into_view_if_needed()
+    slider.focus()
+    state = page.evaluate(harness.NOTEBOOK_STATE_JS)
+    for key, epoch in [("ArrowLeft", 1), ("ArrowLeft", 0), ("ArrowUp", 1), ("ArrowDown", 0), ("End", 2),
+                       ("Home", 0), ("ArrowRight", 1)]:
+        page.keyboard.press(key)
+        shown_epoch_is(page, epoch)
+        assert page.evaluate(harness.NOTEBOOK_STATE_JS) == state, f"{key} reached the notebook"
+        expect(slider).to_be_focused()
