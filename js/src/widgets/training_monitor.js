@@ -10,6 +10,7 @@ import { Scope, fmt, h, labelledSelect, markPainted, mountRoot, publishLayout, s
 import { filterTiles } from "../filters.js";
 import { blitTiles, colorizeRgb, colorizeScalar, layoutGrid, packLut } from "../grid.js";
 import { fitCanvas, pixelsCanvas, rgbToRgba } from "../overlay.js";
+import { bindScale } from "../scale.js";
 
 const FILTER_COLORMAP = "RdBu_r";
 const ACTIVATION_COLORMAP = "viridis";
@@ -138,6 +139,7 @@ function blit(canvas, L, pixels) {
 function renderMonitor(model, el) {
   const scope = new Scope();
   const root = mountRoot(el, "cnnw-training-monitor");
+  bindScale(model, root, scope);
   const store = new SnapshotStore();
 
   const slider = /** @type {HTMLInputElement} */ (h("input", {
