@@ -352,6 +352,15 @@ def test_odd_models(name: str, untouched) -> None:
         assert viz.wait(120) and viz.error == "" and viz.done == viz.channels
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_half_and_double_models(dtype: torch.dtype, untouched) -> None:
+    net = archs.build("plain")[0].to(dtype)
+    with untouched(net):
+        viz = FeatureVisualizer(net, "relu2", 1, steps=2, size=16)
+        assert viz.wait(60) and viz.error == "", viz.error
+    assert viz.image is not None and viz.image.dtype == torch.float32
+
+
 def test_class_objective_without_the_scores_says_to_pass_output() -> None:
     net = archs.build("tuple_output")[0]
     viz = FeatureVisualizer(net, "conv", steps=1, size=16)

@@ -27,7 +27,7 @@ import traitlets as t
 from torch import nn
 
 from .. import outputs, wire
-from .._checks import check_model, unknown_name_error
+from .._checks import check_model, model_input, unknown_name_error
 from ..featurevis import (
     DEFAULT_ROTATIONS, DEFAULT_SCALES, OBJECTIVES, Settings, input_normaliser, settings, visualize_feature,
 )
@@ -525,7 +525,7 @@ def _probe(
     visualised (a floating-point tensor with a channel dimension) with its shape, in the order they
     return; why each other module cannot be; the class count (or ``None`` and why not)."""
     normalise = input_normaliser(model, mean, std)
-    batch = normalise(torch.full((1, normalise.channels, *size), 0.5))
+    batch = model_input(model, normalise(torch.full((1, normalise.channels, *size), 0.5)))
     shapes: dict[str, tuple[int, ...]] = {}
     unusable: dict[str, str] = {}
 
