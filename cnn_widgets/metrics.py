@@ -452,7 +452,7 @@ def randomization_test(
     running statistics), as Quantus does, with the global RNG seeded from ``seed`` inside
     ``torch.random.fork_rng`` so the caller's RNG state is unchanged; a module without
     ``reset_parameters`` has each of its parameters randomly permuted instead. ``progress(fraction)``
-    is called after each step and may raise :class:`cnn_widgets.Cancelled`. The user's model is only
+    is called as the work proceeds (also inside each attribution) and may raise :class:`cnn_widgets.Cancelled`. The user's model is only
     copied (under its lock), never run or changed.
     """
     return [(name, rho) for name, rho, _ in randomization_maps(
@@ -518,32 +518,33 @@ def randomization_maps(
 
     chosen: dict[str, Any] = {"target": target, "layer": layer}
 
-    def compute() -> torch.Tensor:
+    def compute(step: int) -> torch.Tensor:
         if callable(method):
             found = method(twin, image)
         else:
             info = check_method(method)
+            within = None if progress is None else (lambda f: progress((step + f) / (len(steps) + 1)))
             found = attribute(
                 twin, image, method, chosen["target"], chosen["layer"] if info.needs_layer else None,
-                mean, std, output=output, options=options,
+                mean, std, output=output, options=options, progress=within,
             )
             chosen["target"], chosen["layer"] = found.target, found.layer
         return _map_of(found, "the method's map", None)[0]
 
-    original = compute()
+    original = compute(0)
     generator = torch.Generator().manual_seed(seed)
     results: list[tuple[str, float, torch.Tensor]] = []
     for i, (name, modules) in enumerate(steps):
         step_seed = int(torch.randint(0, 2**62, (1,), generator=generator))
         for module in modules:
             _reinitialise(module, step_seed)
-        current = compute()
+        current = compute(i + 1)
         if current.shape != original.shape:
             raise ValueError(f"the method returned a {tuple(current.shape)} map after randomising {name!r}, "
                              f"but {tuple(original.shape)} before")
         results.append((name, spearman(original, current), current))
         if progress is not None:
-            progress((i + 1) / len(steps))
+            progress((i + 2) / (len(steps) + 1))
     return original, results
 
 
@@ -754,10 +755,11 @@ def sensitivity_max(
             heat = torch.stack(maps)
         else:
             with torch.enable_grad():  # Captum runs this under no_grad; gradient methods need it
+                within = None if progress is None else (lambda f: progress((calls["done"] + f) / 2))
                 found = attribute(
                     model, x, method, [chosen["target"]] * x.shape[0] if chosen["target"] is not None else None,
                     chosen["layer"] if check_method(method).needs_layer else None, mean, std, output=output,
-                    options=options,
+                    options=options, progress=within,
                 )
             if chosen["target"] is None:
                 chosen["target"] = found.target[0]

@@ -529,7 +529,7 @@ def test_sensitivity_max_of_methods_on_shapesnet(model, heldout, untouched):
         grad_cam = sensitivity_max(model, image, "grad_cam", layer="features.conv4")
     assert saliency > 2 * grad_cam, (saliency, grad_cam)
     other = (attribute(model, image, "grad_cam").target + 1) % 5
-    assert sensitivity_max(model, image, "grad_cam", other) >= 0.0
+    assert sensitivity_max(model, image, "grad_cam", other, layer="features.conv4") != grad_cam
 
 
 def test_infidelity_and_sensitivity_errors(model, heldout):
@@ -592,3 +592,22 @@ def test_curves_of_a_model_that_needs_contiguous_input(untouched):
             expected.append(float(torch.softmax(net(x.view(1, -1)).double(), dim=1)[0, 1]))
     torch.testing.assert_close(curve.probabilities.double(), torch.tensor(expected, dtype=torch.float64),
                                rtol=1e-5, atol=1e-7)
+
+
+def test_progress_and_cancel_inside_the_checks(model, heldout):
+    """randomization_test and sensitivity_max report progress up to 1 and stop when it raises."""
+    from cnn_widgets import Cancelled
+
+    image = heldout[0][5]
+    seen: list[float] = []
+    randomization_test(model, image, "saliency", layers=["fc", "features.conv4"], progress=seen.append)
+    assert seen[-1] == 1.0 and all(0.0 <= f <= 1.0 for f in seen)
+    assert all(a <= b + 1e-12 for a, b in zip(seen, seen[1:]))
+
+    def stop(fraction: float) -> None:
+        raise Cancelled()
+
+    with pytest.raises(Cancelled):
+        randomization_test(model, image, "saliency", progress=stop)
+    with pytest.raises(Cancelled):
+        sensitivity_max(model, image, "saliency", progress=stop)
