@@ -25,13 +25,13 @@ import traitlets as t
 from torch import nn
 
 from .. import wire
-from .._checks import check_layer_names, check_model, model_input
+from .._checks import call_forward, check_layer_names, check_model, model_input
 from ..capture import ActivationCapture, model_session
 from ..dataset import Importance, ScanResult, channel_importance
 from ..dataset import scan as run_scan
 from ..dataset.receptive import ReceptiveField, receptive_field
 from ..dataset.scan import positive_int
-from ..dataset.source import Source, split_item
+from ..dataset.source import Source
 from ..images import Stats, to_batch
 from ..layers import conv_layers
 from ._common import CheckedEnum, CheckedInt, CheckedUnicode, WidgetValueError, bundle, check_index, check_name
@@ -263,11 +263,15 @@ class TopActivations(Panel, anywidget.AnyWidget):
         entry = self._layers.get(layer)
         if entry is not None and entry.scan is not None:
             scanned = entry.scan
-            self._start("preparing patches", lambda p: self._prepare(layer, scanned), partial(self._show, layer, initial_channel))
+            self._start("preparing patches", lambda p: self._prepare(layer, scanned, p),
+                        partial(self._show, layer, initial_channel))
         else:
-            self._start(f"scanning {layer}", lambda p: self._prepare(layer, scan_layer(
-                self._model, self._data, layer, self._k, self._mean, self._std, self._batch_size, p,
-            )), partial(self._show, layer, initial_channel))
+            def work(p: Progress) -> tuple[ScanResult, dict[str, Any]]:
+                found = scan_layer(self._model, self._data, layer, self._k, self._mean, self._std, self._batch_size,
+                                   lambda f: p(0.8 * f))
+                return self._prepare(layer, found, lambda f: p(0.8 + 0.2 * f))
+
+            self._start(f"scanning {layer}", work, partial(self._show, layer, initial_channel))
         if self.sort == "importance":
             self._need_importance()
 
@@ -333,36 +337,48 @@ class TopActivations(Panel, anywidget.AnyWidget):
 
     # -- the work (worker thread) -----------------------------------------------------------------
 
-    def _prepare(self, layer: str, scan: ScanResult) -> tuple[ScanResult, dict[str, Any]]:
-        """The browser payload of ``layer``: per channel its top images' patches and heat maps."""
+    def _prepare(self, layer: str, scan: ScanResult, progress: Progress) -> tuple[ScanResult, dict[str, Any]]:
+        """The browser payload of ``layer``: per channel its top images' patches and heat maps. The top
+        images are read and run through the model ``batch_size`` at a time, and of each only the maps of
+        the channels it tops are upsampled, so memory stays bounded by the patches themselves."""
         indices = scan.top_indices[layer][:, : self._k]
         positions = scan.top_positions[layer][:, : self._k]
         values = scan.top_values[layer][:, : self._k]
         channels, k = indices.shape
         unique, inverse = np.unique(indices, return_inverse=True)
-        x, pixels = dataset_images(self._data, unique.tolist(), self._model, self._mean, self._std)
-        maps = self._maps(layer, x)  # (U, C, h, w)
-        if maps.ndim != 4:
-            raise ValueError(f"layer {layer!r} outputs shape {tuple(maps.shape)}: top patches need a (N, C, H, W) map")
-        height, width = pixels.shape[2:]
-        rf = receptive_field(self._model, layer, tuple(pixels.shape[1:]))
-        side = patch_side(channels, k, max(rf.size))
-        up = F.interpolate(maps, size=(height, width), mode="bilinear", align_corners=False)
-        images = torch.zeros(channels, k, side, side, 3, dtype=torch.uint8)
-        heat = torch.zeros(channels, k, side, side)
-        boxes: list[list[list[int]]] = []
-        inverse = inverse.reshape(channels, k)
-        for c in range(channels):
-            row = []
-            for j in range(k):
-                u = int(inverse[c, j])
-                y, xx = (int(v) for v in positions[c, j])
-                patch, box = crop_patch(pixels[u], rf, y, xx, side)
-                hpatch, _ = crop_patch(up[u, c : c + 1], rf, y, xx, side)
-                images[c, j] = (patch[:3] if patch.shape[0] >= 3 else patch[:1].expand(3, -1, -1)).permute(1, 2, 0).mul(255).round().to(torch.uint8)
-                heat[c, j] = hpatch[0]
-                row.append(box)
-            boxes.append(row)
+        slots: dict[int, list[tuple[int, int]]] = {}
+        for (c, j), u in np.ndenumerate(inverse.reshape(channels, k)):
+            slots.setdefault(int(u), []).append((c, j))
+        fields: dict[tuple[int, ...], ReceptiveField] = {}
+        side = 0
+        images = heat = None
+        boxes = [[[0, 0, 0, 0]] * k for _ in range(channels)]
+        for start in range(0, len(unique), self._batch_size):
+            progress(start / len(unique))
+            x, pixels = dataset_images(self._data, unique[start : start + self._batch_size].tolist(), self._model,
+                                       self._mean, self._std)
+            maps = self._maps(layer, x)
+            if maps.ndim != 4:
+                raise ValueError(f"layer {layer!r} outputs shape {tuple(maps.shape)}: top patches need a "
+                                 "(N, C, H, W) map")
+            size = tuple(pixels.shape[1:])
+            if size not in fields:
+                fields[size] = receptive_field(self._model, layer, size)
+            rf = fields[size]
+            if images is None:
+                side = patch_side(channels, k, max(rf.size))
+                images = torch.zeros(channels, k, side, side, 3, dtype=torch.uint8)
+                heat = torch.zeros(channels, k, side, side)
+            for b in range(len(x)):
+                picture = pixels[b, :3] if pixels.shape[1] >= 3 else pixels[b, :1].expand(3, -1, -1)
+                for c, j in slots[start + b]:
+                    y, xx = (int(v) for v in positions[c, j])
+                    patch, boxes[c][j] = crop_patch(picture, rf, y, xx, side)
+                    up = F.interpolate(maps[b, c][None, None], size=size[1:], mode="bilinear", align_corners=False)[0]
+                    images[c, j] = patch.permute(1, 2, 0).mul(255).round().clamp(0, 255).to(torch.uint8)
+                    heat[c, j] = crop_patch(up, rf, y, xx, side)[0][0]  # type: ignore[index]
+        assert images is not None and heat is not None
+        first = next(iter(fields.values()))
         payload = {
             "layer": layer, "channels": channels, "k": k, "side": side,
             "images": wire.encode(images, exact=True),
@@ -370,15 +386,15 @@ class TopActivations(Panel, anywidget.AnyWidget):
             "boxes": boxes, "indices": indices.tolist(), "values": [[_finite(v) for v in row] for row in values],
             "positions": positions.tolist(),
             "means": [_finite(v) for v in scan.channel_mean[layer]],
-            "field": {"size": list(rf.size), "stride": list(rf.stride), "exact": rf.exact, "notes": list(rf.notes)},
+            "field": {"size": list(first.size), "stride": list(first.stride), "exact": first.exact,
+                      "notes": list(first.notes)},
         }
         return scan, payload
 
     def _maps(self, layer: str, x: torch.Tensor) -> torch.Tensor:
+        """The output of ``layer`` for the model inputs ``x``."""
         with model_session(self._model, eval_mode=True, hooks=True), torch.no_grad():
             with ActivationCapture(self._model, [layer]) as cap:
-                from .._checks import call_forward
-
                 call_forward(self._model, model_input(self._model, x))
             return cap.activations[layer].detach().float().cpu()
 
