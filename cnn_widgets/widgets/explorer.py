@@ -631,7 +631,9 @@ class Explorer(Panel, W.VBox):
         common = dict(mean=self._mean, std=self._std)
         views: list[W.Widget] = []
         builders = (
-            ("top_activations", lambda: TopActivations(self._model, self._data, layer, channel=channel, **common)),
+            # with no channel chosen, the top images of channel 0 (an empty view would explain nothing)
+            ("top_activations", lambda: TopActivations(
+                self._model, self._data, layer, channel=max(channel, 0), **common)),
             ("channel_importance", lambda: ChannelImportance(
                 self._model, self._data, layer, channel=channel, **common)),
             ("class_heatmaps", lambda: ClassHeatmaps(
@@ -658,7 +660,8 @@ class Explorer(Panel, W.VBox):
 
     def _sync_dataset(self) -> None:
         """Move the dataset views to the Explorer's layer and channel, while their tab is shown (a
-        hidden tab is moved when it opens: no scan for a layer passed on the way)."""
+        hidden tab is moved when it opens: no scan for a layer passed on the way). Clearing the channel
+        (-1) leaves theirs as it is."""
         if not self._dataset_shown():
             return
         layer = self.dataset_layer_for(self.layer)
@@ -670,7 +673,7 @@ class Explorer(Panel, W.VBox):
                     continue
                 if view.layer != layer:
                     view.layer = layer
-                if layer == self.activations.layer and view.channel != self.channel:
+                if layer == self.activations.layer and self.channel >= 0 and view.channel != self.channel:
                     try:
                         view.channel = self.channel
                     except ValueError:  # the view's numbers for this layer are still on their way
