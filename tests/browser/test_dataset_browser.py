@@ -30,9 +30,9 @@ images, labels, _ = zoo.shapes_dataset(48, seed=5)
 TOP = DATA + """\
 from cnn_widgets.widgets.top_activations import TopActivations
 top = TopActivations(model, (images, labels), "features.conv4", k=4, batch_size=16)
-ref = cnn_widgets.scan(model, (images, labels), "features.conv4", k=4, batch_size=16, progress=False)
+top.wait()  # its scan (tested against brute force in test_scan.py) gives the channel means
 display(W.VBox([top, mirror(top, "channel", "channel"), mirror(top, "sort", "sort"),
-                probe("top-mean", int(ref.channel_mean["features.conv4"].argmax()))]))
+                probe("top-mean", int(top.scan.channel_mean["features.conv4"].argmax()))]))
 """
 
 HEATMAPS = DATA + f"""\
