@@ -57,6 +57,7 @@ from .top_activations import TopActivations
 
 THUMB_SIZE = 64  # thumbnails are sent at most this many pixels on their longer side
 PREFETCH_WINDOW = 32  # predictions are computed for at most this many images on each side of the current
+PREDICT_YIELD = 5.0  # seconds a background prediction waits at most for the attribution on screen
 
 
 class ImageStrip(Panel, anywidget.AnyWidget):
@@ -589,7 +590,9 @@ class Explorer(Panel, W.VBox):
                 )
 
     def _predict(self, i: int, progress: Progress) -> int:
-        """Worker thread: the top class of image ``i`` (one no-grad forward pass on one thread)."""
+        """Worker thread: the top class of image ``i`` (one no-grad forward pass on one thread), after
+        the attribution on screen is done (both need the model's lock; the heatmap comes first)."""
+        self.attribution.wait(PREDICT_YIELD)
         progress(0.0)  # stops here if cancelled
         with one_thread(), model_session(self._model, eval_mode=True), torch.no_grad():
             found = probe(self._model, model_input(self._model, self._batches[i]), self._output)
