@@ -364,6 +364,15 @@ def test_default_layers_are_the_first_and_a_spread_to_the_last() -> None:
     assert monitor.layers[-1] == [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)][-1]
 
 
+def test_font_scale_reaches_the_canvas_and_the_chart() -> None:
+    monitor = TrainingMonitor(shapesnet(seed=0), probe=PROBE[:1], font_scale=1.5)
+    assert monitor._canvas.font_scale == 1.5
+    assert monitor._figure.axes[0].tick_style["font-size"] == "18px"
+    assert monitor._figure.layout.width == "960px"
+    monitor.font_scale = 1.0
+    assert monitor._canvas.font_scale == 1.0 and monitor._figure.legend_text["font-size"] == "12px"
+
+
 def test_snapshot_records() -> None:
     monitor = TrainingMonitor(shapesnet(seed=0), probe=PROBE[:1])
     monitor.step(torch.tensor(0.5))

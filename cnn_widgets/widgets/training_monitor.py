@@ -49,6 +49,7 @@ from .._checks import check_layers_arg, check_model, model_device, unknown_name_
 from ..capture import capture_activations
 from ..images import Image, Stats, prepare, to_batch
 from ..layers import conv_layers
+from ..style import chart_font, scale_chart
 from ._common import WidgetValueError, bundle, split_buffers
 from .filter_grid import _conv_info
 from .panel import Panel
@@ -159,6 +160,7 @@ class _TrainingCanvas(anywidget.AnyWidget):
     _layers = t.List().tag(sync=True)  # [{name, info}] of the monitored conv layers
     _probe = t.List().tag(sync=True)  # one exact uint8 H×W×3 wire image per probe image
     _kept = t.List().tag(sync=True)  # [{id, epoch, step, metrics}] of the kept snapshots, in order
+    font_scale = t.Float(1.0).tag(sync=True)  # the view's, forwarded
 
 
 class TrainingMonitor(Panel, W.VBox):
@@ -237,6 +239,8 @@ class TrainingMonitor(Panel, W.VBox):
         kwargs.setdefault("layout", W.Layout(align_items="flex-start"))
         super().__init__(children=[self._figure, self._canvas], **kwargs)
         self._canvas.on_msg(self._on_canvas_msg)
+        t.dlink((self, "font_scale"), (self._canvas, "font_scale"))
+        self._scale_chart()
         with self._canvas.hold_sync():
             self._canvas._layers = [
                 {"name": n, "info": _conv_info(conv)} for n, conv in self._convs.items()
@@ -447,7 +451,7 @@ class TrainingMonitor(Panel, W.VBox):
         self._stored.append(stored)
         while len(self._stored) > 2 and sum(s.nbytes for s in self._stored) > self._budget:
             self._stored = [self._stored[i] for i in _thinned(len(self._stored))]
-        self._send(stored)
+        self._send_snapshot(stored)
         self._canvas._kept = [
             {"id": s.id, "epoch": s.info.epoch, "step": s.info.step, "metrics": _json_metrics(s.info.metrics)}
             for s in self._stored
@@ -455,7 +459,7 @@ class TrainingMonitor(Panel, W.VBox):
 
     # -- the browser -------------------------------------------------------------------------------
 
-    def _send(self, stored: _Stored) -> None:
+    def _send_snapshot(self, stored: _Stored) -> None:
         self._canvas.send({"type": "snapshot", "id": stored.id, "parts": stored.parts}, stored.buffers)
 
     def _on_canvas_msg(self, widget: Any, content: Any, buffers: Sequence[Any]) -> None:
@@ -467,35 +471,43 @@ class TrainingMonitor(Panel, W.VBox):
         with self._lock:
             for stored in self._stored:
                 if stored.id not in have:
-                    self._send(stored)
+                    self._send_snapshot(stored)
 
     # -- the chart ---------------------------------------------------------------------------------
 
     def _make_chart(self) -> None:
-        font = {"font-size": "12px"}
         self._x = LinearScale()
         self._y_loss = LinearScale()
         self._y_metric = LinearScale()
-        self._metric_axis = Axis(
-            scale=self._y_metric, side="right", label="metrics", tick_style=font,
-            visible=False,
-        )
+        self._metric_axis = Axis(scale=self._y_metric, side="right", label="metrics", visible=False)
         self._figure = Figure(
             marks=[],
             axes=[
-                Axis(scale=self._x, label="step", tick_format="d", tick_style=font),
-                Axis(scale=self._y_loss, side="left", label="loss", tick_style=font),
+                Axis(scale=self._x, label="step", tick_format="d"),
+                Axis(scale=self._y_loss, side="left", label="loss"),
                 self._metric_axis,
             ],
             title="training",
-            title_style={"font-size": "13px"},
             legend_location="top-right",
-            legend_text=font,
-            fig_margin={"top": 40, "bottom": 45, "left": 60, "right": 60},
-            layout=W.Layout(width="640px", height="300px"),
+            # the plot area shows the page (the notebook cell, light or dark) like the rest of the view
+            background_style={"fill": "none"},
         )
         self._figure.add_class("cnnw-training-chart")
         self._line_for("step", "loss")
+
+    @t.observe("font_scale")
+    def _scale_chart(self, change: t.Bunch | None = None) -> None:
+        """Chart fonts (12 px ticks and legend, 13 px title at scale 1), margins and size follow
+        ``font_scale``."""
+        s = self.font_scale
+        with self._figure.hold_sync():
+            scale_chart(self._figure, s)
+            self._figure.legend_text = chart_font(s)
+            self._figure.fig_margin = {
+                "top": round(40 * s), "bottom": round(45 * s), "left": round(60 * s), "right": round(60 * s),
+            }
+            self._figure.layout.width = f"{round(640 * s)}px"
+            self._figure.layout.height = f"{round(300 * s)}px"
 
     def _line_for(self, kind: str, name: str) -> Lines:
         """The mark of a series, made on first use: per-step values as a line, epoch values as points
