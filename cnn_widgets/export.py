@@ -8,7 +8,8 @@
 * :func:`save_html` writes one self-contained HTML file: the widget's ES module, its state (binary
   buffers as base64) and a small in-page stand-in for the Jupyter widget model. It needs no network and
   no kernel; what the browser can do from the data in the file stays interactive, anything that would
-  need the kernel does nothing. Bars that bqplot draws in a notebook become plain HTML bars.
+  need the kernel does nothing. Bars that bqplot draws in a notebook become plain HTML bars, its curves
+  inline SVG polylines (:func:`bars_part`, :func:`curves_part`).
 * :func:`record` says how the picture was made: model class and parameter count, layer, method and its
   options, target, a SHA-256 of the input as given to the model, the versions of cnn_widgets, torch and
   captum, and the time.
@@ -292,6 +293,19 @@ def bars_part(title: str, rows: Sequence[Mapping[str, Any]], target: int | None)
     }
 
 
+def curves_part(title: str, xlabel: str, series: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Line charts as inline SVG (bqplot cannot run offline): ``series`` of ``{"name", "color", "x", "y",
+    "auc", "selected"}`` with x and y in 0‥1, names drawn as text, the selected line thicker."""
+    return {
+        "kind": "curves",
+        "title": str(title),
+        "xlabel": str(xlabel),
+        "series": [{"name": str(s["name"]), "color": str(s["color"]), "x": [float(v) for v in s["x"]],
+                    "y": [float(v) for v in s["y"]], "auc": None if s.get("auc") is None else float(s["auc"]),
+                    "selected": bool(s.get("selected"))} for s in series],
+    }
+
+
 def _pack(value: Any) -> Any:
     """JSON-ready copy with binary buffers as ``{"$b64": …}`` (the page turns them into DataViews)."""
     if isinstance(value, (bytes, bytearray, memoryview)):
@@ -376,6 +390,50 @@ function bars(part) {
   }
   return fig;
 }
+const SVG = "http://www.w3.org/2000/svg";
+function svgEl(name, attrs, text) {
+  const e = document.createElementNS(SVG, name);
+  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, String(v));
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+function curves(part) {
+  const W = 400, H = 300, L = 55, R = 15, T = 40, B = 50, pw = W - L - R, ph = H - T - B;
+  const fig = document.createElement("figure");
+  fig.className = "cnnw-export-curves";
+  const svg = svgEl("svg", { width: W, height: H, viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": part.title });
+  svg.append(svgEl("text", { x: W / 2, y: 22, "text-anchor": "middle", "font-size": 13 }, part.title));
+  svg.append(svgEl("rect", { x: L, y: T, width: pw, height: ph, fill: "none", stroke: "#999" }));
+  for (const t of [0, 0.25, 0.5, 0.75, 1]) {
+    svg.append(svgEl("text", { x: L + t * pw, y: T + ph + 16, "text-anchor": "middle", "font-size": 12 }, `${Math.round(100 * t)}%`));
+    svg.append(svgEl("text", { x: L - 6, y: T + (1 - t) * ph + 4, "text-anchor": "end", "font-size": 12 }, t.toFixed(1)));
+  }
+  svg.append(svgEl("text", { x: L + pw / 2, y: H - 8, "text-anchor": "middle", "font-size": 12 }, part.xlabel));
+  svg.append(svgEl("text", { x: 14, y: T + ph / 2, "text-anchor": "middle", "font-size": 12, transform: `rotate(-90 14 ${T + ph / 2})` }, "score / intact"));
+  const order = [...part.series].sort((a, b) => Number(a.selected) - Number(b.selected));
+  for (const s of order) {
+    const points = s.x.map((x, i) => `${(L + x * pw).toFixed(2)},${(T + (1 - s.y[i]) * ph).toFixed(2)}`).join(" ");
+    const line = svgEl("polyline", { points, fill: "none", stroke: s.color, "stroke-width": s.selected ? 4 : 1.5, "stroke-opacity": s.selected ? 1 : 0.55 });
+    line.dataset.method = s.name;
+    svg.append(line);
+  }
+  fig.append(svg);
+  const legend = document.createElement("ul");
+  legend.className = "cnnw-export-legend";
+  for (const s of part.series) {
+    const item = document.createElement("li");
+    const swatch = document.createElement("span");
+    swatch.className = "cnnw-export-swatch";
+    swatch.style.background = s.color;
+    const name = document.createElement("span");
+    name.textContent = s.auc === null ? s.name : `${s.name} · AUC ${s.auc.toFixed(3)}`;
+    if (s.selected) name.style.fontWeight = "600";
+    item.append(swatch, name);
+    legend.append(item);
+  }
+  fig.append(legend);
+  return fig;
+}
 const parts = read("cnnw-state");
 const host = document.getElementById("cnnw-export");
 let rendered = 0;
@@ -384,6 +442,7 @@ for (const part of parts) {
   el.className = "cnnw-export-part";
   host.append(el);
   if (part.kind === "bars") { el.append(bars(part)); continue; }
+  if (part.kind === "curves") { el.append(curves(part)); continue; }
   const url = URL.createObjectURL(new Blob([part.esm], { type: "text/javascript" }));
   let def = (await import(url)).default;
   if (typeof def === "function") def = await def();
@@ -409,6 +468,10 @@ body { margin: 16px; font: 13px/1.4 system-ui, -apple-system, "Segoe UI", sans-s
 .cnnw-export-fill { display: block; height: 100%; background: #9e9e9e; }
 .cnnw-export-target .cnnw-export-fill { background: #1976d2; }
 .cnnw-export-target .cnnw-export-label { font-weight: 600; }
+.cnnw-export-curves { margin: 0; }
+.cnnw-export-legend { list-style: none; margin: 4px 0 0; padding: 0; max-width: 400px; }
+.cnnw-export-legend li { overflow-wrap: anywhere; }
+.cnnw-export-swatch { display: inline-block; width: 10px; height: 10px; margin-right: 6px; border-radius: 2px; }
 """
 
 # No network at all, and no inline script but the loader (by its hash: an inline event handler could

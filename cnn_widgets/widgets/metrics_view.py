@@ -77,6 +77,12 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("randomization", "randomisation ρ (lowest)", "lower"),
 )
 
+# The two curve charts: (kind, title, x-axis label); bqplot figures in the notebook, SVG in an HTML export.
+CHARTS: tuple[tuple[str, str, str], ...] = (
+    ("deletion", "deletion · lower AUC is better", "fraction of pixels removed"),
+    ("insertion", "insertion · higher AUC is better", "fraction of pixels inserted"),
+)
+
 
 class _MetricsCanvas(anywidget.AnyWidget):
     """The browser half of :class:`Metrics`: heatmap, selects, randomisation slider, table, progress."""
@@ -198,6 +204,7 @@ class Metrics(Panel, HeatmapDisplay, W.VBox):
         self._sample = min(metrics._non_negative_int("sample", sample), n)
         given = normalize_targets(targets, n)
         batch = torch.cat([b for b, _ in prepared])
+        self._inputs = batch  # the images as given to the model (their hashes go in the export record)
         try:
             probs, _ = class_probabilities(model, batch, self._output, "auto")
         except RuntimeError as err:
@@ -522,10 +529,7 @@ class Metrics(Panel, HeatmapDisplay, W.VBox):
     def _make_charts(self) -> tuple[list[Figure], dict[str, list[tuple[Lines, Scatter]]]]:
         font = {"font-size": "12px"}
         figures, lines = [], {}
-        for kind, title, label in (
-            ("deletion", "deletion · lower AUC is better", "fraction of pixels removed"),
-            ("insertion", "insertion · higher AUC is better", "fraction of pixels inserted"),
-        ):
+        for kind, title, label in CHARTS:
             x, y = LinearScale(min=0.0, max=1.0), LinearScale(min=0.0, max=1.0)
             marks, points = [], []
             for k, m in enumerate(self._names):
@@ -621,6 +625,77 @@ class Metrics(Panel, HeatmapDisplay, W.VBox):
             self.cancel()
         elif kind == "run":
             self.run()
+
+
+    # -- exports (Panel.to_png / save_html) --------------------------------------------------------
+
+    def _shown_values(self) -> np.ndarray | None:
+        """metrics_view.js shownValues: the map on the canvas (the method's, or at randomisation step
+        ``step`` its map after that step), float32 as the browser decodes it; ``None`` when not computed."""
+        i, s = self.image, self.step
+        if s > 0:
+            encoded = self._cascade_encoded.get(self.method)
+            if encoded is None:
+                return None
+            cascade = wire.decode(encoded).astype(np.float32)  # sample × (steps + 1) × H × W
+            if i >= cascade.shape[0]:
+                return None
+            return cascade[i, min(s, cascade.shape[1] - 1)]
+        encoded = self._encoded.get(self.method)
+        return None if encoded is None else wire.decode(encoded).astype(np.float32)[i]
+
+    def _export_image(self) -> np.ndarray:
+        """The view's canvas once the work is done: the selected method's heatmap over the selected
+        image (at randomisation step ``step`` > 0 its map after that step; the plain image where there is
+        no map). The table and the curves are not part of the picture."""
+        from .. import export
+
+        self.wait()
+        with self._jobs.lock:
+            picture = wire.decode(self._canvas._images)[self.image]
+            values = self._shown_values()
+        return export.compose([[export.overlay_pixels(
+            picture, values, sign=self.sign, colormap_name=self.colormap,
+            clip_percentile=float(self.clip_percentile), opacity=float(self.opacity))]])
+
+    def _export_record(self) -> dict[str, Any]:
+        """Methods (a callable as its qualified name), their options and the metric settings, the class
+        explained on each image, and the SHA-256 of the whole input batch and of each image."""
+        from .. import export
+
+        methods = {m: spec if isinstance(spec, str) else f"{getattr(spec, '__module__', '?')}."
+                   f"{getattr(spec, '__qualname__', type(spec).__name__)}" for m, spec in self._specs.items()}
+        return {
+            **export.model_fields(self._model), **export.image_fields(self._inputs),
+            "image_hashes": [export.image_fields(self._inputs[i:i + 1])["image_sha256"] for i in range(len(self._inputs))],
+            "layer": self._layer, "method": self.method, "methods": methods,
+            "options": {"methods": {m: self._options.get(m, {}) for m in self._names if isinstance(self._specs[m], str)},
+                        "baseline": self._baseline, "steps": self._steps, "sample": self._sample, "seed": self._seed,
+                        "randomize": self._randomize, "threshold": RANDOMIZATION_THRESHOLD},
+            "target": self._targets[self.image], "targets": list(self._targets),
+            "target_labels": [self._labels[c] for c in self._targets],
+            "image": self.image, "step": self.step,
+            "display": {k: getattr(self, k) for k in ("sign", "colormap", "opacity", "clip_percentile")},
+        }
+
+    def _export_html(self) -> list[dict[str, Any]]:
+        """The canvas view with every map and cascade in the file (its selects, slider, table and display
+        controls work offline), and the deletion and insertion curves of the shown image as inline SVG."""
+        from .. import export
+
+        self.wait()
+        with self._jobs.lock:
+            replies = [({"type": kind, "method": m, **split_buffers(enc)[0]}, split_buffers(enc)[1])
+                       for kind, store in (("maps", self._encoded), ("cascade", self._cascade_encoded))
+                       for m, enc in store.items()]
+            found = self._curves.get(self.image, {})
+            charts = []
+            for k, (_, title, label) in enumerate(CHARTS):
+                series = [{"name": m, "color": PALETTE[j % len(PALETTE)], "x": pair[k].fractions.tolist(),
+                           "y": pair[k].scores.tolist(), "auc": pair[k].auc, "selected": m == self.method}
+                          for j, m in enumerate(self._names) if (pair := found.get(m)) is not None]
+                charts.append(export.curves_part(f"{title} · image {self.image}", label, series))
+        return [export.widget_part(self._canvas, replies={"fetch": replies}), *charts]
 
 
 # -- argument checks ----------------------------------------------------------------------------------
