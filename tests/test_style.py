@@ -14,7 +14,7 @@ import anywidget
 import pytest
 from bqplot import Axis, Figure, LinearScale
 
-from cnn_widgets import METHODS, AttributionView, FilterGrid, compare
+from cnn_widgets import METHODS, ActivationBrowser, AttributionView, ConvExplainer, FilterGrid, ModelSummary, compare
 from cnn_widgets.style import FONT_SCALE_RANGE, default_scale, is_following, scale_chart, style
 from cnn_widgets.widgets.panel import Panel
 from test_attribution_view import image, tiny
@@ -61,6 +61,29 @@ def test_a_view_with_its_own_font_scale_keeps_it():
     style(scale=1.5)
     assert (given.font_scale, chosen.font_scale, follower.font_scale) == (2.0, 1.25, 1.5)
     assert not is_following(given) and not is_following(chosen) and is_following(follower)
+
+
+VIEWS = {
+    "ActivationBrowser": lambda m, **kw: ActivationBrowser(m, image(0), **kw),
+    "AttributionView": lambda m, **kw: AttributionView(m, image(0), **kw),
+    "ConvExplainer": lambda m, **kw: ConvExplainer(m, image(0), "features.0", **kw),
+    "FilterGrid": lambda m, **kw: FilterGrid(m, **kw),
+    "ModelSummary": lambda m, **kw: ModelSummary(m, image(0), **kw),
+}
+
+
+@pytest.mark.parametrize("name", sorted(VIEWS))
+def test_every_view_takes_font_scale_and_follows_style(name, untouched):
+    model = tiny()
+    make = VIEWS[name]
+    with untouched(model):
+        follower, own = make(model), make(model, font_scale=2.0)
+        style(scale=1.5)  # changes text only: nothing runs on the model for it
+        assert (follower.font_scale, own.font_scale) == (1.5, 2.0)
+        assert make(model).font_scale == 1.5
+        for view in (follower, own):
+            if hasattr(view, "wait"):
+                assert view.wait(60)
 
 
 def test_the_registry_holds_views_weakly():
