@@ -2,8 +2,8 @@
 ActivationBrowser and the FilterGrid (their painted layer and their Python traits), a click on an
 activation channel highlights its filter, the thumbnail strip switches images by click and by keyboard
 (arrow keys, Home, End; in JupyterLab without triggering a notebook shortcut), a class label that is an
-HTML injection attempt renders as text, and (Voila) the dataset tab builds its views on the first click,
-on the Explorer's layer."""
+HTML injection attempt renders as text, and (Voila) a widget jslinked to ``image_index`` moves the
+Explorer and the dataset tab builds its views on the first click, on the Explorer's layer."""
 
 from __future__ import annotations
 
@@ -36,7 +36,10 @@ names = list(zoo.CLASSES)
 names[int(truth[1])] = archs.XSS_NAME  # the class of image 1 is named like an HTML injection
 data = zoo.shapes_dataset(12, seed=5)[:2]
 ex = Explorer(model, list(zip(images, truth)), labels=names, data=data)
-display(W.VBox([ex, mirror(ex, "layer", "layer"), mirror(ex, "channel", "channel"),
+picker = W.IntText(description="image")
+picker.add_class("image-picker")
+W.jslink((picker, "value"), (ex, "image_index"))  # a browser-side link to the Explorer's trait
+display(W.VBox([ex, picker, mirror(ex, "layer", "layer"), mirror(ex, "channel", "channel"),
                 mirror(ex, "image_index", "image_index"), mirror(ex.filters, "layer", "filter-layer"),
                 mirror(ex.filters, "selected", "filter"), mirror(ex.activations, "layer", "act-layer")]))
 """
@@ -115,6 +118,13 @@ def run_checks(page: Page, *, lab: bool) -> None:
 def test_explorer_links_its_parts_in_voila(open_voila: Callable[..., Page]) -> None:
     page = open_voila([EXPLORER], ready=f"{STRIP}[data-paint-count]")
     run_checks(page, lab=False)
+    # jslink: the Explorer's trait follows a widget linked in the browser, and the other way
+    picker = page.locator(".image-picker input")
+    expect(picker).to_have_value("2", timeout=TIMEOUT)  # moved by the keys above
+    picker.fill("1")
+    picker.press("Enter")
+    probe_is(page, "image_index", "1")
+    expect(page.locator(f'{STRIP} .cnnw-thumb[data-index="1"]')).to_have_attribute("aria-current", "true")
     # the dataset tab: its views are built on the first click and paint the Explorer's layer
     assert page.locator(".cnnw-top-activations").count() == 0
     page.get_by_role("tab", name="dataset").click()
