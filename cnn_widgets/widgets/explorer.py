@@ -422,7 +422,9 @@ class Explorer(Panel, W.VBox):
         spatial = [n for n, p in self._positions.items() if p <= at and _is_spatial(self._shapes.get(n))]
         if layer in spatial:
             return layer
-        return max(spatial, key=lambda n: (self._positions[n], "." not in n)) if spatial else None
+        # at equal positions the outermost container: its output is what the default CAM layer names
+        return max(spatial, key=lambda n: (self._positions[n], n not in self._row_names, -n.count("."))) \
+            if spatial else None
 
     def _filter_for_channel(self) -> bool:
         """Whether channel k of the shown activation layer is filter k of the FilterGrid's conv."""
@@ -459,8 +461,7 @@ class Explorer(Panel, W.VBox):
                 self.filters.layer = conv
             self.activations.layer = self.activation_layer_for(layer)
             self._move_cam_layer()
-        self._sync_channel(self.activations.channel)
-        self._sync_dataset()
+        self._sync_channel(self.activations.channel)  # and the dataset views
 
     def _move_cam_layer(self) -> None:
         if METHODS[self.attribution.method].needs_layer:
