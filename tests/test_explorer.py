@@ -247,7 +247,7 @@ def test_strip_shows_thumbnails_true_and_predicted_labels(shapes, ex: Explorer) 
         big.index = 1
 
 
-def test_switching_images_recomputes_only_what_depends_on_the_image(shapes, monkeypatch) -> None:
+def test_switching_images_recomputes_only_what_depends_on_the_image(shapes, monkeypatch, untouched) -> None:
     model, images, labels = shapes
     calls: dict[str, int] = {}
 
@@ -263,6 +263,7 @@ def test_switching_images_recomputes_only_what_depends_on_the_image(shapes, monk
     predicted: list[int] = []
     original_predict = Explorer._predict
     monkeypatch.setattr(Explorer, "_predict", lambda self, i, p: predicted.append(i) or original_predict(self, i, p))
+    before = untouched.snapshot(model)
     ex = Explorer(model, images[:3], labels=CLASSES)
     try:
         assert ex.wait(60)
@@ -284,6 +285,8 @@ def test_switching_images_recomputes_only_what_depends_on_the_image(shapes, monk
         assert torch.equal(ex.attribution._input, prepare(images[2])[0][0])
         ex.image_index = 0  # from Python
         assert ex.strip.index == 0 and calls == {"set_image": 4}
+        assert ex.wait(60)
+        untouched.check(model, before)
     finally:
         ex.wait(30)
         ex.close()
