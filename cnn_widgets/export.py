@@ -24,6 +24,7 @@ import base64
 import datetime
 import hashlib
 import html
+import io
 import json
 import os
 import re
@@ -293,17 +294,37 @@ def bars_part(title: str, rows: Sequence[Mapping[str, Any]], target: int | None)
     }
 
 
-def curves_part(title: str, xlabel: str, series: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Line charts as inline SVG (bqplot cannot run offline): ``series`` of ``{"name", "color", "x", "y",
-    "auc", "selected"}`` with x and y in 0‥1, names drawn as text, the selected line thicker."""
-    return {
-        "kind": "curves",
-        "title": str(title),
-        "xlabel": str(xlabel),
-        "series": [{"name": str(s["name"]), "color": str(s["color"]), "x": [float(v) for v in s["x"]],
-                    "y": [float(v) for v in s["y"]], "auc": None if s.get("auc") is None else float(s["auc"]),
-                    "selected": bool(s.get("selected"))} for s in series],
-    }
+def curves_part(title: str, xlabel: str, series: Sequence[Mapping[str, Any]], *, ylabel: str = "score / intact",
+                x_range: tuple[float, float] | None = (0.0, 1.0), y_range: tuple[float, float] | None = (0.0, 1.0),
+                percent: bool = True) -> dict[str, Any]:
+    """Line charts as inline SVG (bqplot cannot run offline): ``series`` of ``{"name", "color", "x", "y"}``
+    and optionally ``"auc"`` (shown beside the name), ``"selected"`` (a thicker line) and ``"dots"``
+    (points joined by a line). Names are drawn as text. ``x_range``/``y_range``: the axes (``None``: the
+    data's extent); ``percent``: x ticks as percentages. Non-finite points are left out."""
+    clean = []
+    for s in series:
+        pairs = [(float(a), float(b)) for a, b in zip(s["x"], s["y"]) if np.isfinite(a) and np.isfinite(b)]
+        clean.append({"name": str(s["name"]), "color": str(s["color"]), "x": [a for a, _ in pairs],
+                      "y": [b for _, b in pairs], "auc": None if s.get("auc") is None else float(s["auc"]),
+                      "selected": bool(s.get("selected")), "dots": bool(s.get("dots"))})
+
+    def extent(given: tuple[float, float] | None, key: str) -> list[float]:
+        if given is not None:
+            return [float(given[0]), float(given[1])]
+        values = [v for s in clean for v in s[key]]
+        lo, hi = (min(values), max(values)) if values else (0.0, 1.0)
+        return [lo, hi] if hi > lo else [lo - 1.0, lo + 1.0]
+
+    return {"kind": "curves", "title": str(title), "xlabel": str(xlabel), "ylabel": str(ylabel),
+            "x_range": extent(x_range, "x"), "y_range": extent(y_range, "y"), "percent": bool(percent),
+            "series": clean}
+
+
+def picture_part(picture: np.ndarray, alt: str) -> dict[str, Any]:
+    """A static picture (RGB uint8) in the page, as a PNG data URL with ``alt`` text."""
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(picture, np.uint8), "RGB").save(buf, format="PNG")
+    return {"kind": "picture", "alt": str(alt), "png": base64.b64encode(buf.getvalue()).decode("ascii")}
 
 
 def _pack(value: Any) -> Any:
@@ -399,23 +420,29 @@ function svgEl(name, attrs, text) {
 }
 function curves(part) {
   const W = 400, H = 300, L = 55, R = 15, T = 40, B = 50, pw = W - L - R, ph = H - T - B;
+  const [x0, x1] = part.x_range, [y0, y1] = part.y_range;
+  const px = (x) => L + (x - x0) / (x1 - x0) * pw;
+  const py = (y) => T + (1 - (y - y0) / (y1 - y0)) * ph;
+  const num = (v) => String(Number(v.toPrecision(3)));
   const fig = document.createElement("figure");
   fig.className = "cnnw-export-curves";
   const svg = svgEl("svg", { width: W, height: H, viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": part.title });
   svg.append(svgEl("text", { x: W / 2, y: 22, "text-anchor": "middle", "font-size": 13 }, part.title));
   svg.append(svgEl("rect", { x: L, y: T, width: pw, height: ph, fill: "none", stroke: "#999" }));
   for (const t of [0, 0.25, 0.5, 0.75, 1]) {
-    svg.append(svgEl("text", { x: L + t * pw, y: T + ph + 16, "text-anchor": "middle", "font-size": 12 }, `${Math.round(100 * t)}%`));
-    svg.append(svgEl("text", { x: L - 6, y: T + (1 - t) * ph + 4, "text-anchor": "end", "font-size": 12 }, t.toFixed(1)));
+    const xv = x0 + t * (x1 - x0), yv = y0 + t * (y1 - y0);
+    svg.append(svgEl("text", { x: L + t * pw, y: T + ph + 16, "text-anchor": "middle", "font-size": 12 }, part.percent ? `${Math.round(100 * xv)}%` : num(xv)));
+    svg.append(svgEl("text", { x: L - 6, y: T + (1 - t) * ph + 4, "text-anchor": "end", "font-size": 12 }, num(yv)));
   }
   svg.append(svgEl("text", { x: L + pw / 2, y: H - 8, "text-anchor": "middle", "font-size": 12 }, part.xlabel));
-  svg.append(svgEl("text", { x: 14, y: T + ph / 2, "text-anchor": "middle", "font-size": 12, transform: `rotate(-90 14 ${T + ph / 2})` }, "score / intact"));
+  svg.append(svgEl("text", { x: 14, y: T + ph / 2, "text-anchor": "middle", "font-size": 12, transform: `rotate(-90 14 ${T + ph / 2})` }, part.ylabel));
   const order = [...part.series].sort((a, b) => Number(a.selected) - Number(b.selected));
   for (const s of order) {
-    const points = s.x.map((x, i) => `${(L + x * pw).toFixed(2)},${(T + (1 - s.y[i]) * ph).toFixed(2)}`).join(" ");
+    const points = s.x.map((x, i) => `${px(x).toFixed(2)},${py(s.y[i]).toFixed(2)}`).join(" ");
     const line = svgEl("polyline", { points, fill: "none", stroke: s.color, "stroke-width": s.selected ? 4 : 1.5, "stroke-opacity": s.selected ? 1 : 0.55 });
-    line.dataset.method = s.name;
+    line.dataset.series = s.name;
     svg.append(line);
+    if (s.dots) s.x.forEach((x, i) => svg.append(svgEl("circle", { cx: px(x).toFixed(2), cy: py(s.y[i]).toFixed(2), r: 3, fill: s.color })));
   }
   fig.append(svg);
   const legend = document.createElement("ul");
@@ -434,6 +461,13 @@ function curves(part) {
   fig.append(legend);
   return fig;
 }
+function picture(part) {
+  const img = document.createElement("img");
+  img.className = "cnnw-export-picture";
+  img.alt = part.alt;
+  img.src = `data:image/png;base64,${part.png}`;
+  return img;
+}
 const parts = read("cnnw-state");
 const host = document.getElementById("cnnw-export");
 let rendered = 0;
@@ -443,6 +477,7 @@ for (const part of parts) {
   host.append(el);
   if (part.kind === "bars") { el.append(bars(part)); continue; }
   if (part.kind === "curves") { el.append(curves(part)); continue; }
+  if (part.kind === "picture") { el.append(picture(part)); continue; }
   const url = URL.createObjectURL(new Blob([part.esm], { type: "text/javascript" }));
   let def = (await import(url)).default;
   if (typeof def === "function") def = await def();
@@ -596,6 +631,17 @@ def filter_tiles(weights: np.ndarray, k: int, groups: int = 1) -> tuple[np.ndarr
     return acc / np.float32(I), False
 
 
+def filter_colours(values: np.ndarray, rgb: bool, lo: np.ndarray, hi: np.ndarray, size: tuple[int, int],
+                   cmap: str) -> np.ndarray:
+    """grid.js colorizeScalar / colorizeRgb of :func:`filter_tiles`' output: O×kh×kw×3 uint8, tile i on
+    [lo[i], hi[i]] (the R, G, B planes each through the colour index when ``rgb``)."""
+    O, (kh, kw) = len(values), size
+    if rgb:
+        idx = colormap.color_index(values.reshape(O, 3, kh * kw), lo[:, None, None], hi[:, None, None])
+        return idx.transpose(0, 2, 1).reshape(O, kh, kw, 3).astype(np.uint8)
+    return colormap.apply(values, lo[:, None], hi[:, None], cmap).reshape(O, kh, kw, 3)
+
+
 def filter_grid_image(widget: Any) -> np.ndarray:
     """FilterGrid: the filter tiles and, with a filter selected, its input channels beside them."""
     w = widget._weights
@@ -608,11 +654,7 @@ def filter_grid_image(widget: Any) -> np.ndarray:
     cmap = widget.colormap
     mode = "layer" if widget.scale == "layer" else "channel"
     lo, hi = colormap.tile_ranges(mode, mins, maxs, not rgb and colormap.is_diverging(cmap))
-    if rgb:
-        idx = colormap.color_index(values.reshape(O, 3, size), lo[:, None, None], hi[:, None, None])
-        tiles = idx.transpose(0, 2, 1).reshape(O, kh, kw, 3).astype(np.uint8)
-    else:
-        tiles = colormap.apply(values, lo[:, None], hi[:, None], cmap).reshape(O, kh, kw, 3)
+    tiles = filter_colours(values, rgb, lo, hi, (kh, kw), cmap)
     L = layout_grid(O, kh, kw, **FILTER_GRID)
     grid = blit_tiles(L, tiles, range(O))
     sel = int(widget.selected)
@@ -800,6 +842,161 @@ def model_summary_image(widget: Any) -> np.ndarray:
         hot = within(node["name"])
         draw.rectangle([x, y, x + w - 1, y + h - 1], fill=colour, outline=ACCENT if hot else BACKGROUND,
                        width=2 if hot else 1)
+    return compose([[np.asarray(picture)]])
+
+
+# -- the dataset and training views ----------------------------------------------------------------------
+
+def _opaque(rgb: np.ndarray) -> np.ndarray:
+    """An RGB canvas as RGBA with every pixel opaque."""
+    return np.concatenate([rgb, np.full(rgb.shape[:2] + (1,), 255, np.uint8)], axis=2)
+
+
+TRAINING_GRID_WIDTH, TRAINING_FILTER_CELL, TRAINING_ACTIVATION_CELL = 420, 48, 64  # training_monitor.js
+
+
+def training_monitor_image(widget: Any, snapshot: int = -1, layer: str | None = None, image: int = 0) -> np.ndarray:
+    """TrainingMonitor: the filters of ``layer`` (default the first monitored) at kept snapshot
+    ``snapshot`` (default the newest: what the view shows until its slider moves), the probe image's
+    activations there and the probe image, side by side as training_monitor.js paints them."""
+    stored = widget._stored[snapshot]
+    layer = widget._layer_names[0] if layer is None else layer
+    found = {(p["what"], p["layer"], p["image"]): {**{k: v for k, v in p.items() if k not in ("what", "layer", "image")},
+                                                   "data": buf} for p, buf in zip(stored.parts, stored.buffers)}
+    w_msg, a_msg = found[("filters", layer, -1)], found[("activations", layer, image)]
+    weights = wire.decode(w_msg).astype(np.float32)
+    O, _, kh, kw = weights.shape
+    values, rgb = filter_tiles(weights, -1, int(widget._convs[layer].groups))
+    lo, hi = colormap.tile_ranges("channel", *_slice_range(values, O), not rgb and colormap.is_diverging("RdBu_r"))
+    L = layout_grid(O, kh, kw, max_width=TRAINING_GRID_WIDTH, max_cell=TRAINING_FILTER_CELL)
+    filters = blit_tiles(L, filter_colours(values, rgb, lo, hi, (kh, kw), "RdBu_r"), range(O))
+    acts = wire.decode(a_msg).astype(np.float32)
+    C, ah, aw = acts.shape
+    mins, maxs = wire.extrema(a_msg)
+    lo, hi = colormap.tile_ranges("channel", mins, maxs, False)
+    tiles = colormap.apply(acts.reshape(C, -1), lo[:, None], hi[:, None], "viridis").reshape(C, ah, aw, 3)
+    grid = blit_tiles(layout_grid(C, ah, aw, max_width=TRAINING_GRID_WIDTH, max_cell=TRAINING_ACTIVATION_CELL),
+                      tiles, range(C))
+    return compose([[filters, grid, wire.decode(widget._canvas._probe[image])]])
+
+
+PATCH_OPACITY = 0.5  # top_activations.js: the heat slider's start
+PAD_COLORS = ((200, 200, 200), (160, 160, 160))  # dataset_views.js padding checkerboard
+
+
+def pad_outside(rgb: np.ndarray, box: Sequence[int]) -> np.ndarray:
+    """dataset_views.js padOutside: pixels outside ``box`` [top, left, bottom, right) become a 4-pixel
+    checkerboard."""
+    out = np.array(rgb, np.uint8)
+    h, w = out.shape[:2]
+    top, left, bottom, right = (int(v) for v in box)
+    yy, xx = np.mgrid[0:h, 0:w]
+    outside = ~((yy >= top) & (yy < bottom) & (xx >= left) & (xx < right))
+    checker = np.array(PAD_COLORS, np.uint8)[((yy >> 2) + (xx >> 2)) & 1]
+    out[outside] = checker[outside]
+    return out
+
+
+def top_activations_image(widget: Any) -> np.ndarray:
+    """TopActivations: the current channel's top patches with its activation over each (padding
+    checkered), then its filter when the layer is a conv, in one row as top_activations.js paints them."""
+    p = widget._patches
+    c = int(widget.channel)
+    if not p.get("images") or p.get("layer") != widget.layer or not 0 <= c < int(p["channels"]):
+        raise ExportError("this view has nothing to draw yet (no channel shown)")
+    k, side = int(p["k"]), int(p["side"])
+    images = wire.decode(p["images"]).reshape(-1, side, side, 3)
+    heat = wire.decode(p["heat"]).astype(np.float32).reshape(-1, side, side)
+    hi = float(wire.extrema(p["heat"])[1][c])
+    table = colormap.lut("inferno")
+    row = []
+    for j in range(k):
+        slot = c * k + j
+        blended = colormap.blend_overlay(images[slot], heat[slot], sign="positive", lo=0.0, hi=hi, table=table,
+                                         opacity=PATCH_OPACITY)
+        row.append(pad_outside(blended, p["boxes"][c][j]))
+    f = widget._filters
+    if f.get("tensor"):
+        weights = wire.decode(f["tensor"]).astype(np.float32)
+        O, _, kh, kw = weights.shape
+        if c < O:
+            values, rgb = filter_tiles(weights, -1, int(f["groups"]))
+            lo, hi_ = colormap.tile_ranges("channel", *_slice_range(values, O), not rgb and colormap.is_diverging("RdBu_r"))
+            row.append(filter_colours(values[c:c + 1], rgb, lo[c:c + 1], hi_[c:c + 1], (kh, kw), "RdBu_r")[0])
+    return compose([row])
+
+
+THUMB_OPACITY, THUMB_CLIP = 0.5, 99.0  # class_heatmaps.js
+
+
+def class_heatmaps_image(widget: Any) -> np.ndarray:
+    """ClassHeatmaps: the grid of mean maps (a row per class, correct then incorrect; an empty cell
+    blank) on the range all cells share, and the listed cell's thumbnails with their own maps below, as
+    class_heatmaps.js paints them."""
+    g = widget._grid
+    if not g.get("maps"):
+        raise ExportError("this view has nothing to draw yet (the averages are computing)")
+    maps = wire.decode(g["maps"]).astype(np.float32)
+    mh, mw = maps.shape[-2:]
+    hi = max(0.0, float(np.nanmax(maps))) if maps.size and not np.isnan(maps).all() else 0.0
+    rows = []
+    for r in range(len(g["classes"])):
+        line = []
+        for c in range(2):
+            if g["counts"][r][c]:
+                line.append(_opaque(colormap.apply(maps[2 * r + c], 0.0, hi if hi > 0 else 1.0, "inferno")))
+            else:
+                line.append(np.zeros((mh, mw, 4), np.uint8))
+        rows.append(line)
+    cell = widget._cell
+    if cell.get("images") and widget.selected_class >= 0:
+        images, heat = wire.decode(cell["images"]), wire.decode(cell["maps"]).astype(np.float32)
+        rows.append([overlay_pixels(images[i], heat[i], sign="positive", colormap_name="inferno",
+                                    clip_percentile=THUMB_CLIP, opacity=THUMB_OPACITY) for i in range(len(images))])
+    return compose(rows)
+
+
+IMPORTANCE_BAR, IMPORTANCE_SELECTED, IMPORTANCE_DOT = (0x5B, 0x8D, 0xB8), (0xE8, 0x59, 0x0C), (0x2F, 0x2F, 0x2F)
+
+
+def importance_image(widget: Any) -> np.ndarray:
+    """ChannelImportance: its bqplot chart redrawn simply (the browser has no canvas of it): one bar
+    per channel in the chart's order (permutation importance, the selected channel orange), ± std as
+    a vertical line, zeroing importance as a dot, the zero line, channel numbers under the bars."""
+    r = widget.importance
+    if r is None:
+        raise ExportError("this view has nothing to draw yet (the importance is computing)")
+    order = widget.order()
+    n = len(order)
+    perm = np.asarray(r.permutation, np.float64)[order]
+    std = np.nan_to_num(np.asarray(r.std, np.float64)[order])
+    zero = np.asarray(r.zeroing, np.float64)[order]
+    bar = int(min(24, max(4, 640 // max(n, 1))))
+    left, right, top, bottom, height = 60, 20, 16, 32, 260
+    width = left + right + bar * n
+    finite = [v for v in np.concatenate([perm - std, perm + std, zero, [0.0]]) if np.isfinite(v)]
+    lo, hi = min(finite), max(finite)
+    if not hi > lo:
+        hi = lo + 1.0
+    y = lambda v: top + (hi - v) / (hi - lo) * height  # noqa: E731
+    picture = Image.new("RGB", (width, top + height + bottom), BACKGROUND)
+    draw = ImageDraw.Draw(picture)
+    draw.line([(left, y(0.0)), (left + bar * n, y(0.0))], fill=(0x99, 0x99, 0x99))
+    draw.line([(left - 1, top), (left - 1, top + height)], fill=(0x99, 0x99, 0x99))
+    for label, v in ((f"{hi:.3g}", hi), (f"{lo:.3g}", lo)):
+        draw.text((4, y(v) - 6), label, fill=(0x33, 0x33, 0x33))
+    step = max(1, -(-n // 24))
+    for i, c in enumerate(order):
+        x0, x1 = left + i * bar + max(1, bar // 5), left + (i + 1) * bar - max(1, bar // 5)
+        mid = (x0 + x1) / 2
+        if np.isfinite(perm[i]):
+            a, b = sorted((y(0.0), y(perm[i])))
+            draw.rectangle([x0, a, x1 - 1, max(a, b)], fill=IMPORTANCE_SELECTED if c == widget.channel else IMPORTANCE_BAR)
+            draw.line([(mid, y(perm[i] - std[i])), (mid, y(perm[i] + std[i]))], fill=IMPORTANCE_DOT, width=1)
+        if np.isfinite(zero[i]):
+            draw.ellipse([mid - 2, y(zero[i]) - 2, mid + 2, y(zero[i]) + 2], fill=IMPORTANCE_DOT)
+        if i % step == 0:
+            draw.text((left + i * bar, top + height + 6), str(c), fill=(0x33, 0x33, 0x33))
     return compose([[np.asarray(picture)]])
 
 
