@@ -136,9 +136,9 @@ def crop_patch(picture: torch.Tensor, rf: ReceptiveField, y: int, x: int, side: 
 
 
 class _Layer:
-    """One layer's scan and what the browser gets of it."""
+    """What is known of one layer: its scan and its channel importance (each ``None`` until computed)."""
 
-    def __init__(self, scan: ScanResult, importance: Importance | None = None) -> None:
+    def __init__(self, scan: ScanResult | None, importance: Importance | None = None) -> None:
         self.scan = scan
         self.importance = importance
 
@@ -211,7 +211,7 @@ class TopActivations(Panel, anywidget.AnyWidget):
         if importance is not None:
             if importance.layer not in self._layers and importance.layer != layer:
                 raise ValueError(f"importance is of layer {importance.layer!r}, not of {layer!r}")
-            self._layers.setdefault(importance.layer, _Layer(None))  # type: ignore[arg-type]
+            self._layers.setdefault(importance.layer, _Layer(None))
             self._layers[importance.layer].importance = importance
         self._jobs = Jobs("cnn_widgets-top-activations", cache_size=0)
         self._quiet = True
@@ -311,7 +311,7 @@ class TopActivations(Panel, anywidget.AnyWidget):
         self.set_trait("progress", fraction)
 
     def _importance_done(self, layer: str, importance: Importance) -> None:
-        self._layers.setdefault(layer, _Layer(None))  # type: ignore[arg-type]
+        self._layers.setdefault(layer, _Layer(None))
         self._layers[layer].importance = importance
         if layer == self.layer:
             self._importance = [float(v) for v in importance.permutation]
