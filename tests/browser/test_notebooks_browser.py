@@ -19,13 +19,26 @@ pytestmark = pytest.mark.browser
 NOTEBOOKS = harness.REPO / "notebooks"
 LOAD_TIMEOUT_MS = 300_000  # Voila runs the whole notebook before the last probe shows; the machine is shared
 
-# Appended to the served copy: how many cnn_widgets views the kernel made (every one is displayed).
-COUNT_VIEWS = """\
+# Appended to the served copy: how many cnn_widgets views the kernel made (every one is displayed), and a
+# heartbeat. The harness's Voila culls a kernel idle for 5 s with no connection; on a loaded machine the
+# page may connect later than that after the last cell (seen here: the kernel culled while the server
+# waited for its kernel_info reply, every widget stuck at "Loading widget..."). Each beat is a comm
+# message on iopub, which counts as kernel activity; the beats stop after BEAT_S.
+BEAT_S = 180
+COUNT_VIEWS = f"""\
 import gc as _gc
+import threading as _threading
+import time as _time
 import ipywidgets as _W
 from cnn_widgets.widgets.panel import Panel as _Panel
 _label = _W.Label(str(sum(issubclass(type(o), _Panel) for o in _gc.get_objects())))
 _label.add_class("probe-views")
+_beat = _W.Label("0")
+def _heartbeat():
+    for i in range({BEAT_S} // 2):
+        _time.sleep(2)
+        _beat.value = str(i)
+_threading.Thread(target=_heartbeat, daemon=True).start()
 _label
 """
 
