@@ -5,6 +5,7 @@ image-dependent parts only and reuses background predictions, and odd models lef
 from __future__ import annotations
 
 from collections import OrderedDict
+import threading
 from collections.abc import Iterator
 
 import ipywidgets as W
@@ -14,7 +15,7 @@ import torch.fx
 from torch import nn
 
 import archs
-from cnn_widgets import METHODS, zoo
+from cnn_widgets import METHODS, ActivationBrowser, zoo
 from cnn_widgets.images import prepare
 from cnn_widgets.widgets import WidgetValueError
 from cnn_widgets.widgets.explorer import THUMB_SIZE, Explorer, ImageStrip, split_images
@@ -287,6 +288,38 @@ def test_switching_images_recomputes_only_what_depends_on_the_image(shapes, monk
         assert ex.strip.index == 0 and calls == {"set_image": 4}
         assert ex.wait(60)
         untouched.check(model, before)
+    finally:
+        ex.wait(30)
+        ex.close()
+
+
+def test_the_next_images_activations_are_prefetched(shapes, monkeypatch) -> None:
+    """After display settles, moving to the next image shows activations computed in the background
+    (no forward pass on the kernel's thread), equal to computing them afresh; a weight change since
+    the prefetch makes set_image compute them again."""
+    from cnn_widgets.widgets import activation_browser as ab
+
+    model, images, labels = shapes
+    ex = Explorer(model, images[:3], labels=CLASSES)
+    try:
+        assert ex.wait(60)
+        fresh = ActivationBrowser(model, images[1], layer=ex.activations.layer)
+        forwards: list[str] = []
+        original = ab.input_dependent_activations
+        monkeypatch.setattr(ab, "input_dependent_activations",
+                            lambda *a: forwards.append(threading.current_thread().name) or original(*a))
+        ex.image_index = 1
+        assert forwards == [], "image 1's activations were ready"
+        assert ex.activations._meta["layers"] == fresh._meta["layers"]
+        assert ex.wait(60)  # image 2's activations prefetched in the worker
+        assert forwards and all(name != threading.main_thread().name for name in forwards)
+        forwards.clear()
+        with torch.no_grad():
+            twin_weight = model.features.conv1.weight.clone()
+            model.features.conv1.weight.mul_(1.0)  # an in-place write: the weights' version moves
+        ex.image_index = 2
+        assert forwards == [threading.main_thread().name], "stale prefetched activations are not used"
+        assert torch.equal(model.features.conv1.weight, twin_weight)
     finally:
         ex.wait(30)
         ex.close()

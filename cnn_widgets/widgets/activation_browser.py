@@ -23,6 +23,7 @@ requires grad.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import threading
@@ -238,6 +239,8 @@ class ActivationBrowser(Panel, anywidget.AnyWidget):
         self._all = layers == ALL
         self._wanted = None if self._all else check_layers_arg(layers)
         self._version = 0
+        self._prefetched: tuple[tuple[Any, ...], dict[str, torch.Tensor]] | None = None
+        self._prefetch_lock = threading.Lock()
         super().__init__(**kwargs)
         self.on_msg(self._on_custom_msg)
         with self.hold_sync():
@@ -258,10 +261,10 @@ class ActivationBrowser(Panel, anywidget.AnyWidget):
             batch, display = prepare(image, mean, std, model=self._model, single=True)
             batch = model_input(self._model, batch)
             self._input = batch  # the model's input, for the export record's image hash
-            if self._wanted is None and not self._all:
-                acts = input_dependent_activations(self._model, batch)
-            else:
-                acts = capture_activations(self._model, batch, self._wanted)
+            key = self._prefetch_key(batch)
+            with self._prefetch_lock:
+                ready, self._prefetched = self._prefetched, None
+            acts = ready[1] if ready is not None and ready[0] == key else self._activations(batch)
             shown = {name: s for name, act in acts.items() if (s := display_tensor(act)) is not None}
             if not shown:
                 raise ValueError(
@@ -309,6 +312,37 @@ class ActivationBrowser(Panel, anywidget.AnyWidget):
             threading.Thread(
                 target=self._encode_rest, args=(layers, order), name="cnn_widgets-encode", daemon=True
             ).start()
+
+    def prefetch(self, image: Image, mean: Stats = None, std: Stats = None) -> None:
+        """Compute another image's activations now and keep them (one image), so that a later
+        :meth:`set_image` with the same pixels shows them without a forward pass. Meant for a background
+        job (the Explorer prefetches the next image this way); the model's lock orders it with
+        ``set_image``. Kept activations are used only while the model's weights and buffers are
+        unchanged since (their in-place version counters)."""
+        with one_thread():
+            batch, _ = prepare(image, mean, std, model=self._model, single=True)
+            batch = model_input(self._model, batch)
+            key = self._prefetch_key(batch)
+            with self._prefetch_lock:
+                if self._prefetched is not None and self._prefetched[0] == key:
+                    return
+            acts = self._activations(batch)
+            with self._prefetch_lock:
+                self._prefetched = (key, acts)
+
+    def _activations(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The layers this browser shows for a ready model input (one forward pass)."""
+        if self._wanted is None and not self._all:
+            return input_dependent_activations(self._model, batch)
+        return capture_activations(self._model, batch, self._wanted)
+
+    def _prefetch_key(self, batch: torch.Tensor) -> tuple[Any, ...]:
+        """What prefetched activations are valid for: these input pixels and the model's weights and
+        buffers as they are (every in-place change, e.g. an optimizer step, bumps a tensor's version)."""
+        digest = hashlib.sha256(batch.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
+        state = [*self._model.parameters(), *self._model.buffers()]
+        return (digest, tuple(batch.shape), str(batch.dtype), tuple(id(x) for x in state),
+                tuple(x._version for x in state))
 
     def _encode_rest(self, layers: _Layers, order: Sequence[str]) -> None:
         """Background thread: encode the layers not encoded yet, then turn eager if they fit the budget."""

@@ -60,6 +60,10 @@ PREFETCH_WINDOW = 32  # predictions are computed for at most this many images on
 PREDICT_YIELD = 5.0  # seconds a background prediction waits at most for the attribution on screen
 
 
+def _ignore(_: Any) -> None:
+    """A background job's result or error that needs no answer."""
+
+
 class ImageStrip(Panel, anywidget.AnyWidget):
     """A row of thumbnails, each with its true label (when known) and the predicted label as text;
     ``index`` is the current one (click, or arrow keys / Home / End on a focused thumbnail)."""
@@ -577,10 +581,15 @@ class Explorer(Panel, W.VBox):
             self.strip._captions = captions
 
     def _prefetch(self, i: int) -> None:
-        """Queue background predictions around image ``i``, the next image first."""
+        """Queue background work around image ``i``: the next image's activations first (the
+        ActivationBrowser keeps them for its next ``set_image``), then predictions, nearest first."""
         n = len(self._images)
         order = [j for d in range(1, PREFETCH_WINDOW + 1) for j in (i + d, i - d) if 0 <= j < n]
         with self._jobs.lock:
+            if i + 1 < n:
+                self._jobs.submit(
+                    ("activations", i + 1), partial(self._prefetch_activations, i + 1), _ignore, _ignore,
+                )
             for j in order:
                 if j in self._predicted or j in self._queued:
                     continue
@@ -598,6 +607,13 @@ class Explorer(Panel, W.VBox):
         with one_thread(), model_session(self._model, eval_mode=True), torch.no_grad():
             found = probe(self._model, model_input(self._model, self._batches[i]), self._output)
         return int(outputs.probabilities(found.scores, "auto")[0].argmax())
+
+    def _prefetch_activations(self, i: int, progress: Progress) -> None:
+        """Worker thread: image ``i``'s activations, after the heatmap on screen is done (a failure
+        here shows, with its reason, when the image is picked)."""
+        self.attribution.wait(PREDICT_YIELD)
+        progress(0.0)  # stops here if cancelled
+        self.activations.prefetch(self._images[i], self._mean, self._std)
 
     def _predicted_one(self, i: int, k: int) -> None:
         self._queued.discard(i)
