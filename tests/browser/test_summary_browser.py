@@ -104,6 +104,32 @@ def test_summary_paints_and_clicks_on_blocks_and_rows_set_selected(open_voila: C
     assert root.locator(".cnnw-summary-scroll").get_attribute("data-rows") == str(67 - folded)
 
 
+ROW_GEOMETRY_JS = """(root) => [...root.querySelectorAll('.cnnw-row')].slice(0, 12).map((r) => ({
+  top: r.offsetTop, height: r.getBoundingClientRect().height,
+  fits: [...r.querySelectorAll('span')].every((s) => s.scrollHeight <= r.clientHeight + 1),
+}))"""
+
+
+def test_rows_grow_with_font_scale_so_scaled_text_fits(open_voila: Callable[..., Page]) -> None:
+    """At font_scale 1.5 each row is 1.5x as tall, rows are placed at index x that height (no overlap),
+    and every cell's text fits its row; a live change back to 1 re-places them."""
+    page = open_voila([RESNET_SUMMARY.replace("ModelSummary(model, x)", "ModelSummary(model, x, font_scale=1.5)"),
+                       "button = W.Button(description='scale 1')\n"
+                       "button.on_click(lambda _: setattr(summary, 'font_scale', 1.0))\n"
+                       "display(button)\n"])
+    root = page.locator(MS)
+    expect(root.locator(".cnnw-row").nth(9)).to_be_attached(timeout=TIMEOUT)
+    rows = root.evaluate(ROW_GEOMETRY_JS)
+    assert all(abs(r["height"] - 39) < 0.6 and r["fits"] for r in rows), rows
+    assert [r["top"] for r in rows] == [39 * i for i in range(len(rows))], rows
+    page.evaluate("() => { window.__ms = document.querySelector('.cnnw-model-summary'); }")
+    page.locator("button", has_text="scale 1").click()
+    page.wait_for_function("() => getComputedStyle(window.__ms).getPropertyValue('--cnnw-scale').trim() === '1'")
+    page.wait_for_function("() => window.__ms.querySelectorAll('.cnnw-row')[1].offsetTop === 26")
+    rows = root.evaluate(ROW_GEOMETRY_JS)
+    assert all(abs(r["height"] - 26) < 0.6 and r["fits"] for r in rows), rows
+
+
 def test_six_hundred_layers_keep_only_visible_rows_and_blocks_in_the_dom(open_voila: Callable[..., Page]) -> None:
     page = open_voila([IMPORTS + """\
 from torch import nn

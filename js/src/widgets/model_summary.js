@@ -4,9 +4,10 @@
 // on the focused strip or table, set `selected`.
 
 import { Scope, accentColor, h, markPainted, mountRoot, showTooltip, suppressShortcuts, tooltipBox } from "../dom.js";
-import { bindScale } from "../scale.js";
+import { bindScale, scaleOf } from "../scale.js";
 
-/** Table row height (px); rows are absolutely placed at index × ROW_H. */
+/** Table row height (px) at font_scale 1; rows are absolutely placed at index × row height, which
+ * grows with the view's font_scale so scaled text fits its row. */
 export const ROW_H = 26;
 /** Rows the table shows before it scrolls. */
 const VIEW_ROWS = 16;
@@ -267,7 +268,7 @@ const CSS = `
   position: relative;
   overflow-y: auto;
   overflow-x: hidden;
-  max-height: ${VIEW_ROWS * ROW_H}px;
+  max-height: calc(${VIEW_ROWS * ROW_H}px * var(--cnnw-scale, 1));
 }
 .cnnw-model-summary .cnnw-summary-scroll:focus-visible,
 .cnnw-model-summary .cnnw-strip-wrap:focus-visible {
@@ -279,7 +280,7 @@ const CSS = `
   position: absolute;
   left: 0;
   right: 0;
-  height: ${ROW_H}px;
+  height: calc(${ROW_H}px * var(--cnnw-scale, 1));
   padding: 0 4px;
   box-sizing: border-box;
   border-bottom: 1px solid var(--jp-border-color3, #eee);
@@ -324,7 +325,12 @@ function svg(tag, attrs) {
 function renderSummary(model, el) {
   const scope = new Scope();
   const root = mountRoot(el, "cnnw-model-summary");
-  bindScale(model, root, scope);
+  /** Row height (px) at the view's font_scale. */
+  let rowH = ROW_H * scaleOf(model.get("font_scale"));
+  bindScale(model, root, scope, () => {
+    rowH = ROW_H * scaleOf(model.get("font_scale"));
+    paintRows();
+  });
   root.style.setProperty("--cnnw-accent", accentColor(root));
 
   const caption = h("div", { className: "cnnw-caption cnnw-summary-caption" });
@@ -506,10 +512,10 @@ function renderSummary(model, el) {
   function paintRows() {
     if (!data) return;
     visible = visibleNodes(data.nodes, collapsed);
-    spacer.style.height = `${visible.length * ROW_H}px`;
+    spacer.style.height = `${visible.length * rowH}px`;
     scroller.dataset.rows = String(visible.length);
-    const view = scroller.clientHeight || VIEW_ROWS * ROW_H;
-    const [a, b] = windowRange(visible.length, ROW_H, scroller.scrollTop, view, OVERSCAN_ROWS);
+    const view = scroller.clientHeight || VIEW_ROWS * rowH;
+    const [a, b] = windowRange(visible.length, rowH, scroller.scrollTop, view, OVERSCAN_ROWS);
     const sel = selected();
     const rows = [];
     for (let p = a; p < b; p++) {
@@ -521,7 +527,7 @@ function renderSummary(model, el) {
       if (sel !== null && n.name === sel) classes.push("cnnw-selected");
       const attrs = {
         role: "row", "data-layer": n.name, "data-node": String(i), "aria-level": String(n.depth + 1),
-        "aria-selected": String(sel !== null && n.name === sel), title: n.name || "(model)", style: `top:${p * ROW_H}px`,
+        "aria-selected": String(sel !== null && n.name === sel), title: n.name || "(model)", style: `top:${p * rowH}px`,
       };
       if (n.group) attrs["aria-expanded"] = String(!collapsed.has(n.name));
       const twisty = h("span", { className: "cnnw-twisty", text: n.group ? (collapsed.has(n.name) ? "▸" : "▾") : "" });
@@ -544,9 +550,9 @@ function renderSummary(model, el) {
   function revealRow(/** @type {number} */ p) {
     const view = scroller.clientHeight;
     if (p < 0 || !view) return;
-    const top = p * ROW_H;
+    const top = p * rowH;
     if (top < scroller.scrollTop) scroller.scrollTop = top;
-    else if (top + ROW_H > scroller.scrollTop + view) scroller.scrollTop = top + ROW_H - view;
+    else if (top + rowH > scroller.scrollTop + view) scroller.scrollTop = top + rowH - view;
   }
 
   function describeSelected() {
@@ -724,7 +730,7 @@ function renderSummary(model, el) {
       }
       return;
     }
-    const page = Math.max(1, Math.floor((scroller.clientHeight || VIEW_ROWS * ROW_H) / ROW_H) - 1);
+    const page = Math.max(1, Math.floor((scroller.clientHeight || VIEW_ROWS * rowH) / rowH) - 1);
     const next = stepRow(pos, visible.length, e.key, page);
     if (next === null) return;
     e.preventDefault();
