@@ -135,3 +135,75 @@ def test_channel_importance_bar_click_and_menu_select_a_channel(open_voila: Call
     page.keyboard.press("ArrowDown")
     probe_is(page, "channel", order[3])
     expect(page.locator(f"{CI} .cnnw-importance-caption")).to_contain_text(f"channel {order[3]}")
+
+
+LAB_CELLS = [
+    ("markdown", "# Dataset views\nDriven from the keyboard."),
+    ("code", "PRELUDE"),
+    ("code", DATA + """\
+from cnn_widgets.widgets.top_activations import TopActivations
+from cnn_widgets.widgets.channel_importance_view import ChannelImportance
+from cnn_widgets.widgets.class_heatmaps import ClassHeatmaps
+top = TopActivations(model, (images, labels), "features.conv4", k=3, batch_size=16)
+imp = ChannelImportance(model, (images, labels), "features.conv4", metric="loss", repeats=1, batch_size=16)
+heat = ClassHeatmaps(model, (images, labels), batch_size=16)
+for view in (top, imp, heat):
+    view.wait()
+display(W.VBox([top] + [mirror(top, t, "ta-" + t) for t in ("channel", "sort")]))
+display(W.VBox([imp] + [mirror(imp, t, "ci-" + t) for t in ("channel", "sort", "metric")]))
+display(W.VBox([heat] + [mirror(heat, t, "ch-" + t) for t in ("selected_class", "selected_column", "method")]))"""),
+    ("markdown", "## Below the widgets"),
+    ("code", "below = 1"),
+]
+
+
+def test_dataset_views_from_the_keyboard_in_jupyterlab(open_lab: Callable[..., Page], tmp_path) -> None:
+    """Every control of the three views, by key, in JupyterLab: the trait follows and the notebook does
+    not react (active cell, mode, headings, visible cells)."""
+    import nbformat
+    from conftest import PRELUDE
+    from test_keyboard import Keys, check_select
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+    nb.cells = [nbformat.v4.new_markdown_cell(src) if kind == "markdown"
+                else nbformat.v4.new_code_cell(PRELUDE if src == "PRELUDE" else src) for kind, src in LAB_CELLS]
+    path = tmp_path / "dataset_keys.ipynb"
+    nbformat.write(nb, path)
+    page = open_lab(path)
+    cells = harness.lab_run_all(page, timeout_s=300)
+    assert not any(c["errors"] for c in cells), cells
+    for root in (TA, CI, CH):
+        page.locator(f"{root}[data-paint-count]").first.wait_for(timeout=TIMEOUT)
+    page.locator(".jp-Notebook").first.click(position={"x": 2, "y": 2})  # command mode, as a user would be
+    page.keyboard.press("Escape")
+    keys = Keys(page)
+
+    top = page.locator(TA)
+    slider = top.locator("input.cnnw-channel-slider")
+    keys.focus(slider)
+    for key, channel in [("ArrowRight", 1), ("ArrowLeft", 0), ("ArrowUp", 1), ("ArrowDown", 0), ("End", 63), ("Home", 0)]:
+        keys.press(slider, key, value=str(channel), probe=("ta-channel", str(channel)), what="ta channel")
+    heat_slider = top.locator("input.cnnw-opacity")
+    keys.focus(heat_slider)
+    for key in ("ArrowRight", "ArrowLeft", "End", "Home"):
+        keys.press(heat_slider, key, what="ta heat opacity")
+    box = top.locator("input.cnnw-channel-input")
+    keys.focus(box)
+    box.fill("5")
+    keys.press(box, "Enter", probe=("ta-channel", "5"), what="ta index")
+    check_select(keys, top.locator("select.cnnw-sort"), "ta-sort", what="ta sort")
+
+    imp = page.locator(CI)
+    check_select(keys, imp.locator("select.cnnw-channel-select"), "ci-channel", what="ci channel")
+    check_select(keys, imp.locator("select.cnnw-sort"), "ci-sort", what="ci sort")
+
+    heat = page.locator(CH)
+    cell = heat.locator("button.cnnw-cell:not([disabled])").first
+    keys.focus(cell)
+    for key in ("ArrowLeft", "ArrowRight", "ArrowUp", "ArrowDown"):
+        keys.press(cell, key, what="ch cell")
+    keys.press(cell, "Enter", probe=("ch-selected_class", cell.get_attribute("data-class") or ""), what="ch cell")
+    expect(heat.locator(".cnnw-thumbs canvas").first).to_be_visible(timeout=TIMEOUT)
+    final = page.evaluate(harness.NOTEBOOK_STATE_JS)
+    assert final["mode"] == "command" and final["collapsed"] == 0 and final["visible"] == len(LAB_CELLS), final

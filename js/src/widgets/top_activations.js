@@ -198,11 +198,19 @@ function renderTopActivations(model, el) {
     const c = order[Number(slider.value)];
     if (c !== undefined) setChannel(c);
   });
-  scope.listen(number, "change", () => {
+  /** Take the index typed in the box (on change, and on Enter: JupyterLab keeps Enter from committing it). */
+  const commitNumber = () => {
     const c = Math.trunc(Number(number.value));
     const count = loaded?.channels ?? 0;
-    if (Number.isFinite(c) && c >= -1 && c < count) setChannel(c);
-    else number.value = String(model.get("channel"));
+    if (Number.isFinite(c) && c >= -1 && c < count) {
+      if (c !== Number(model.get("channel"))) setChannel(c);
+    } else {
+      number.value = String(model.get("channel"));
+    }
+  };
+  scope.listen(number, "change", commitNumber);
+  scope.listen(number, "keydown", (/** @type {KeyboardEvent} */ e) => {
+    if (e.key === "Enter") commitNumber();
   });
   scope.listen(opacity, "input", paint);
   bindControl(scope, model, layerSel.select, "layer");
