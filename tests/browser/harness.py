@@ -176,7 +176,9 @@ def voila_server(root: Path, home: Path) -> Iterator[str]:
     port = free_port()
     argv = [
         str(BIN / "voila"), str(root), "--no-browser", f"--port={port}", "--Voila.ip=127.0.0.1",
-        "--MappingKernelManager.cull_interval=5", "--MappingKernelManager.cull_idle_timeout=5",
+        # kernels of closed pages go after 30 s idle; much less (5 s was tried) can cull a kernel whose
+        # page is still connecting on a loaded machine, leaving every widget at "Loading widget..."
+        "--MappingKernelManager.cull_interval=5", "--MappingKernelManager.cull_idle_timeout=30",
         "--VoilaConfiguration.show_tracebacks=True",
         # with the notebook package (7) installed beside Voila 0.5, its lab extension fails to load in
         # every Voila page (a module-federation error); Voila needs none of it
