@@ -196,3 +196,24 @@ def test_scale_chart_scales_ticks_and_title_and_keeps_other_styles():
     assert fig.title_style["fill"].startswith("var(--jp-ui-font-color1")  # the theme's text colour
     scale_chart(fig, 1.0)
     assert [font_px(a.tick_style) for a in fig.axes] == [12.0, 12.0] and font_px(fig.title_style) == 13.0
+
+
+def test_every_view_with_a_bqplot_chart_scales_its_chart_text():
+    """Metrics' curve charts and ChannelImportance's bars follow font_scale like AttributionView's."""
+    from cnn_widgets import ChannelImportance, Metrics, zoo
+
+    model = zoo.load_shapesnet()
+    images, labels, _ = zoo.shapes_dataset(4, seed=5)
+    metrics = Metrics(model, images[:1], ["saliency"], sample=0, steps=4, font_scale=1.5)
+    importance = ChannelImportance(model, (images, labels), "features.conv4", repeats=1, font_scale=1.5)
+    try:
+        figures = [*metrics._figures, importance._figure]
+        for figure in figures:
+            assert all(axis.tick_style["font-size"] == "18px" for axis in figure.axes)
+        metrics.font_scale = importance.font_scale = 1.0
+        for figure in figures:
+            assert all(axis.tick_style["font-size"] == "12px" for axis in figure.axes)
+    finally:
+        for view in (metrics, importance):
+            view.wait(60)
+            view.close()

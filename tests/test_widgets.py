@@ -759,3 +759,29 @@ def test_codec_fixture_is_what_wire_encode_writes_today():
 def test_bundle_missing_is_a_visible_message_not_an_import_error():
     src = bundle("no_such_widget")
     assert isinstance(src, str) and "npm run build" in src and "textContent" in src
+
+
+def test_no_view_overrides_an_ipywidgets_or_anywidget_member_by_accident():
+    """A view method named like a base-class member (a ``_send`` once replaced ``Widget._send``, and every
+    synced trait change then failed) breaks the widget; only ``close`` is overridden, on purpose."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import anywidget
+    import ipywidgets
+    import traitlets
+
+    import cnn_widgets.widgets as package
+
+    classes = set()
+    for info in pkgutil.iter_modules(package.__path__):
+        module = importlib.import_module(f"{package.__name__}.{info.name}")
+        classes |= {c for c in vars(module).values()
+                    if inspect.isclass(c) and issubclass(c, ipywidgets.Widget) and c.__module__ == module.__name__}
+    assert len(classes) >= 15
+    bases = (ipywidgets.DOMWidget, ipywidgets.Box, anywidget.AnyWidget)
+    inherited = set().union(*(dir(b) for b in bases)) - set(dir(traitlets.HasTraits))
+    allowed = {"close", "_esm", "_css", "_model_name", "_view_name", "_model_module", "_view_module"}
+    clashes = {c.__name__: sorted(set(vars(c)) & inherited - allowed) for c in classes}
+    assert {k: v for k, v in clashes.items() if v} == {}

@@ -27,6 +27,7 @@ from ..dataset.importance import METRICS
 from ..dataset.scan import positive_int
 from ..dataset.source import Source
 from ..images import Stats
+from ..style import scale_chart
 from ._common import CheckedEnum, CheckedInt, CheckedUnicode, WidgetValueError, bundle, check_index
 from .attribution_view import error_text
 from .jobs import Jobs, Progress
@@ -111,6 +112,7 @@ class ChannelImportance(Panel, W.VBox):
         self._quiet = True
         self._controls = _Controls()
         self._bars, self._errors, self._dots, self._figure = self._make_chart()
+        self._scale_charts()
         super().__init__(children=[self._controls, self._figure], **kwargs)
         self.layer = layer
         self.metric = metric
@@ -131,6 +133,12 @@ class ChannelImportance(Panel, W.VBox):
             self._request()
         if channel != -1:
             self.channel = channel
+
+    @t.observe("font_scale")
+    def _scale_charts(self, change: t.Bunch | None = None) -> None:
+        """The chart text (ticks, title) follows ``font_scale``, as in every view with a chart."""
+        if hasattr(self, "_figure"):  # font_scale can be set before the chart exists
+            scale_chart(self._figure, self.font_scale)
 
     # -- validation -------------------------------------------------------------------------------
 

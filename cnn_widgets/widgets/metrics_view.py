@@ -39,6 +39,7 @@ from ..attribution.engine import check_target_range
 from ..capture import model_session
 from ..images import Stats, prepare, to_batch
 from ..outputs import Output
+from ..style import scale_chart
 from ._common import (
     CheckedFloat, CheckedInt, CheckedUnicode, HeatmapDisplay, WidgetValueError, bundle, split_buffers,
 )
@@ -230,6 +231,7 @@ class Metrics(Panel, HeatmapDisplay, W.VBox):
         ]
         self._canvas = _MetricsCanvas()
         self._figures, self._lines = self._make_charts()
+        self._scale_charts()
         kwargs.setdefault("layout", W.Layout(align_items="flex-start"))
         super().__init__(children=[self._canvas, W.HBox(self._figures, layout=W.Layout(flex_flow="row wrap"))],
                          **kwargs)
@@ -264,6 +266,12 @@ class Metrics(Panel, HeatmapDisplay, W.VBox):
         self._canvas.on_msg(self._on_canvas_msg)
         self._publish_summary()
         self.run()
+
+    @t.observe("font_scale")
+    def _scale_charts(self, change: t.Bunch | None = None) -> None:
+        """The chart text (ticks, title) follows ``font_scale``, as in every view with a chart."""
+        for figure in getattr(self, "_figures", ()):  # font_scale can be set before the charts exist
+            scale_chart(figure, self.font_scale)
 
     # -- results -----------------------------------------------------------------------------------
 
@@ -380,7 +388,7 @@ class Metrics(Panel, HeatmapDisplay, W.VBox):
                 row["pointing_game"] = bool(hits[i])
                 share = float(shares[i])
                 row["mass_inside"] = None if math.isnan(share) else share
-        self._send("maps", m, self._encoded[m])
+        self._send_part("maps", m, self._encoded[m])
         self._advance()
 
     def _compute_curves(self, i: int, progress: Progress) -> dict[str, tuple[metrics.Curve, metrics.Curve]]:
@@ -450,7 +458,7 @@ class Metrics(Panel, HeatmapDisplay, W.VBox):
             "flagged": summary["flagged"],
         }
         self._canvas._cascade = cascade
-        self._send("cascade", m, self._cascade_encoded[m])
+        self._send_part("cascade", m, self._cascade_encoded[m])
         self._advance()
 
     def _failed(self, key: tuple[str, Any], err: Exception) -> None:
@@ -608,7 +616,7 @@ class Metrics(Panel, HeatmapDisplay, W.VBox):
 
     # -- the browser ------------------------------------------------------------------------------
 
-    def _send(self, kind: str, m: str, encoded: dict[str, Any]) -> None:
+    def _send_part(self, kind: str, m: str, encoded: dict[str, Any]) -> None:
         header, buffers = split_buffers(encoded)
         self._canvas.send({"type": kind, "method": m, **header}, buffers)
 
@@ -618,9 +626,9 @@ class Metrics(Panel, HeatmapDisplay, W.VBox):
         if kind == "fetch":
             with self._jobs.lock:
                 for m, encoded in self._encoded.items():
-                    self._send("maps", m, encoded)
+                    self._send_part("maps", m, encoded)
                 for m, encoded in self._cascade_encoded.items():
-                    self._send("cascade", m, encoded)
+                    self._send_part("cascade", m, encoded)
         elif kind == "cancel":
             self.cancel()
         elif kind == "run":
