@@ -392,3 +392,26 @@ def test_activation_browser_on_a_model_that_cannot_run_under_autograd(untouched)
     assert browser.layers == floats
     with pytest.raises(ValueError, match="3 input channels"):
         ActivationBrowser(model, torch.rand(5, 16, 16))
+
+
+def test_model_lock_lets_user_code_copy_a_model_a_view_is_computing_on() -> None:
+    """The documented way to deep-copy a model while a widget computes on it: under model_lock the copy
+    never sees the run's temporary hooks or eval mode."""
+    import copy
+
+    from cnn_widgets import model_lock
+
+    model = plain_cnn().train()
+    view = compare(model, [image(16, 16)] * 2, ["occlusion", "integrated_gradients", "saliency"])
+    copies = []
+    try:
+        while True:  # copies for as long as the grid computes (at least one)
+            with model_lock(model):
+                copies.append(copy.deepcopy(model))
+            if view.wait(0):
+                break
+    finally:
+        view.wait(60)
+    for twin in copies:
+        assert twin.training and all(m.training for m in twin.modules())
+        assert not any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks for m in twin.modules())
