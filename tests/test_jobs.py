@@ -1,17 +1,19 @@
 """The widgets' job engine (cnn_widgets.widgets.jobs): jobs run one after another in at most one thread
 that exists only while there is work, a cancelled job stops at its next progress report and never
 reaches the widget, progress is throttled, results are cached (least recently used dropped first), and
-a failing job or callback does not stop the worker."""
+a failing job or callback does not stop the worker; JobView keeps a view's busy/progress/error/status
+traits in step with its jobs."""
 
 from __future__ import annotations
 
 import threading
 
 import pytest
+import traitlets as t
 
 from cnn_widgets import Cancelled
 from cnn_widgets.widgets import jobs as jobs_module
-from cnn_widgets.widgets.jobs import Jobs
+from cnn_widgets.widgets.jobs import Jobs, JobView
 
 TIMEOUT = 10
 
@@ -243,3 +245,141 @@ def test_callbacks_hold_the_lock_so_cancel_is_atomic(cancel_from_callback):
         assert log.of("done") == [] and log.of("progress")[-1][2] == 0.5
     else:
         assert log.of("done") == [("done", "x", "finished")]
+
+
+class View(JobView, t.HasTraits):
+    """The smallest view using the mixin: its traits, its Jobs, a ``_rerun`` that counts calls."""
+
+    busy = t.Bool(False, read_only=True)
+    progress = t.Float(0.0, read_only=True)
+    error = t.Unicode("", read_only=True)
+    status = t.Unicode("", read_only=True)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._jobs = Jobs("test-view", interval=0.0)
+        self.reruns = 0
+        self.shown: list = []
+        self.seen: list[tuple] = []  # (busy, progress, status) at every progress report
+        self.observe(lambda c: self.seen.append((self.busy, c["new"], self.status)), "progress")
+
+    def _rerun(self) -> None:
+        self.reruns += 1
+
+
+def test_job_view_is_busy_with_progress_and_status_until_the_result_then_idle():
+    view = View()
+    halfway, release = threading.Event(), threading.Event()
+
+    def work(progress):
+        progress(0.25)
+        progress(0.5)
+        halfway.set()
+        release.wait(TIMEOUT)
+        return "result"
+
+    view._start("slow thing", work, view.shown.append)
+    assert view.busy and view.status == "slow thing" and view.error == ""
+    assert halfway.wait(TIMEOUT)
+    assert (view.busy, view.progress, view.status) == (True, 0.5, "slow thing")
+    assert view.shown == []
+    release.set()
+    assert view.wait(TIMEOUT)
+    assert view.shown == ["result"]
+    assert (view.busy, view.progress, view.status) == (False, 1.0, "")
+    assert view.seen[:2] == [(True, 0.25, "slow thing"), (True, 0.5, "slow thing")]
+
+
+def test_job_view_stays_busy_until_the_last_queued_job_is_done():
+    view = View()
+    started, release = threading.Event(), threading.Event()
+    slow, _ = gate_job(started, release, steps=3000)
+    states: list[tuple] = []
+
+    def first(value):
+        view.shown.append(value)
+        states.append((view.busy, view.status))
+
+    view._start("first", slow, first)
+    view._start("second", lambda p: "two", view.shown.append, replace=False)
+    assert started.wait(TIMEOUT)
+    release.set()
+    assert view.wait(TIMEOUT)
+    assert view.shown == ["released", "two"]
+    assert states == [(True, "second")], "the first result arrives while the second job is queued"
+    assert (view.busy, view.progress, view.status) == (False, 1.0, "")
+
+
+def test_job_view_cancel_stops_the_job_and_says_so_and_a_new_start_clears_it():
+    view = View()
+    started, release = threading.Event(), threading.Event()
+    slow, taken = gate_job(started, release)
+    view._start("slow", slow, view.shown.append)
+    assert started.wait(TIMEOUT)
+    view.cancel()
+    assert (view.busy, view.progress, view.status) == (False, 0.0, "cancelled")
+    assert view.wait(TIMEOUT)
+    release.set()
+    assert view.shown == [] and len(taken) < 1000
+    view.cancel()  # nothing to cancel: nothing changes
+    assert view.status == "cancelled"
+    view._start("again", lambda p: 5, view.shown.append)
+    assert view.wait(TIMEOUT) and view.shown == [5] and view.status == ""
+
+
+@pytest.mark.parametrize("err, text", [(ValueError("layer 'x' is not a layer"), "layer 'x' is not a layer"),
+                                       (RuntimeError("boom"), "RuntimeError: boom")])
+def test_job_view_shows_a_failure_as_error_text_and_clears_it_on_the_next_start(err, text):
+    view = View()
+
+    def fails(progress):
+        progress(0.5)
+        raise err
+
+    view._start("failing", fails, view.shown.append)
+    assert view.wait(TIMEOUT)
+    assert (view.error, view.busy, view.progress, view.status) == (text, False, 0.0, "")
+    assert view.shown == []
+    started, release = threading.Event(), threading.Event()
+    slow, _ = gate_job(started, release)
+    view._start("next", slow, view.shown.append)
+    assert view.error == "" and view.busy
+    release.set()
+    assert view.wait(TIMEOUT) and view.error == ""
+
+
+def test_job_view_messages_cancel_and_run_and_ignore_others():
+    view = View()
+    started, release = threading.Event(), threading.Event()
+    slow, _ = gate_job(started, release)
+    view._start("slow", slow, view.shown.append)
+    assert started.wait(TIMEOUT)
+    for content in ({"type": "other"}, "cancel", None):
+        view._on_msg(view, content, [])
+    assert view.busy and view.reruns == 0
+    view._on_msg(view, {"type": "cancel"}, [])
+    assert not view.busy and view.status == "cancelled"
+    view._on_msg(view, {"type": "run"}, [])
+    assert view.reruns == 1
+    release.set()
+    assert view.wait(TIMEOUT) and view.shown == []
+
+
+def test_job_view_cache_key_is_the_given_one():
+    view = View()
+    view._jobs = Jobs("test-view-cache", cache_size=2)
+    view._start("computing", lambda p: "result", view.shown.append, key=("layer", "metric"))
+    assert view.wait(TIMEOUT)
+    assert view._jobs.cached(("layer", "metric")) == "result"
+
+
+def test_the_dataset_views_take_their_job_glue_from_job_view():
+    """One place for the glue: the views that run one computation at a time do not repeat it."""
+    from cnn_widgets.widgets.channel_importance_view import ChannelImportance
+    from cnn_widgets.widgets.class_heatmaps import ClassHeatmaps
+    from cnn_widgets.widgets.top_activations import TopActivations
+
+    glue = {"_start", "_finish", "_fail", "_progress", "cancel", "wait"}
+    for cls in (TopActivations, ClassHeatmaps, ChannelImportance):
+        assert issubclass(cls, JobView) and not glue & set(vars(cls)), cls.__name__
+        assert "_rerun" in vars(cls), cls.__name__

@@ -11,7 +11,6 @@ bqplot figure, whose bars select a channel on click. The computation runs in the
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import anywidget
@@ -29,8 +28,7 @@ from ..dataset.source import Source
 from ..images import Stats
 from ..style import scale_chart
 from ._common import CheckedEnum, CheckedInt, CheckedUnicode, WidgetValueError, bundle, check_index
-from .attribution_view import error_text
-from .jobs import Jobs, Progress
+from .jobs import Jobs, JobView, Progress
 from .panel import Panel
 from .top_activations import counted
 
@@ -56,7 +54,7 @@ class _Controls(anywidget.AnyWidget):
     _rows = t.Dict().tag(sync=True)
 
 
-class ChannelImportance(Panel, W.VBox):
+class ChannelImportance(Panel, JobView, W.VBox):
     """Permutation and zeroing importance of every channel of ``layer`` over ``data``.
 
     ``metric``: "accuracy" (drop in accuracy) or "loss" (rise in mean cross-entropy; a model at 100 %
@@ -183,12 +181,8 @@ class ChannelImportance(Panel, W.VBox):
                 self._jobs.cancel()
                 self._show(cached)
                 return
-            self.set_trait("error", "")
-            self.set_trait("progress", 0.0)
-            self.set_trait("busy", True)
-            self._controls.status = f"channel importance of {layer} ({metric})"
-            self._jobs.submit(key, lambda p: self._compute(layer, metric, p), self._done, self._fail,
-                              self._progress, replace=True)
+            self._start(f"channel importance of {layer} ({metric})", lambda p: self._compute(layer, metric, p),
+                        self._show, key=key)
 
     def _compute(self, layer: str, metric: str, progress: Progress) -> Importance:
         return channel_importance(
@@ -197,39 +191,11 @@ class ChannelImportance(Panel, W.VBox):
             progress=False,
         )
 
-    def _done(self, result: Importance) -> None:
-        self._show(result)
-        self.set_trait("busy", False)
-        self.set_trait("progress", 1.0)
-        self._controls.status = ""
+    def _set_status(self, text: str) -> None:
+        self._controls.status = text  # the status shows in the control strip only
 
-    def _fail(self, err: Exception) -> None:
-        self.set_trait("error", error_text(err))
-        self.set_trait("busy", False)
-        self.set_trait("progress", 0.0)
-        self._controls.status = ""
-
-    def _progress(self, fraction: float) -> None:
-        self.set_trait("progress", fraction)
-
-    def cancel(self) -> None:
-        """Stop the computation in progress; the last result stays on screen."""
-        with self._jobs.lock:
-            if self._jobs.cancel():
-                self.set_trait("busy", False)
-                self.set_trait("progress", 0.0)
-                self._controls.status = "cancelled"
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Block until no computation of this view is running; ``False`` if ``timeout`` passed first."""
-        return self._jobs.wait(timeout)
-
-    def _on_msg(self, widget: Any, content: Any, buffers: Sequence[Any]) -> None:
-        kind = content.get("type") if isinstance(content, dict) else None
-        if kind == "cancel":
-            self.cancel()
-        elif kind == "run":
-            self._request()
+    def _rerun(self) -> None:
+        self._request()
 
     @property
     def importance(self) -> Importance | None:

@@ -28,8 +28,8 @@ from ..dataset.source import Source, batches
 from ..images import Stats
 from ..outputs import Output, check_output
 from ._common import CheckedInt, CheckedUnicode, WidgetValueError, bundle, check_name
-from .attribution_view import error_text, label_list
-from .jobs import Jobs, Progress
+from .attribution_view import label_list
+from .jobs import Jobs, JobView, Progress
 from .panel import Panel
 from .top_activations import dataset_images
 
@@ -38,14 +38,15 @@ MAP_SIDE = 64  # largest side of the averaged maps and thumbnails sent to the br
 PAGE = 24  # thumbnails shown for a cell
 
 
-class ClassHeatmaps(Panel, anywidget.AnyWidget):
+class ClassHeatmaps(Panel, JobView, anywidget.AnyWidget):
     """Mean ``method`` attribution map per class and per correct/incorrect prediction over ``data``.
 
     ``data``, ``mean``, ``std``, ``batch_size`` as in :func:`cnn_widgets.scan`; the data must carry labels.
     ``method``, ``layer``, ``output``, ``options`` as in :func:`cnn_widgets.attribute`. ``labels``: class
     names (default ``class 0``, …). Traits: ``method`` (changing it recomputes), ``selected_class``
     (-1: no cell) and ``selected_column`` ("correct" / "incorrect"): the cell whose images are listed
-    (clicking a cell sets both); read-only ``progress``, ``busy``, ``error``.
+    (clicking a cell sets both); read-only ``progress``, ``busy``, ``error``, ``status``; :meth:`cancel`,
+    :meth:`wait` as in the other views.
     :attr:`averages` (classes × 2 × H × W float64), :attr:`counts` and :meth:`cell_indices` give the numbers.
     """
 
@@ -137,29 +138,6 @@ class ClassHeatmaps(Panel, anywidget.AnyWidget):
             return
         method = self.method
         self._start(f"{method} maps of every image", lambda p: self._average(method, p), self._show_grid)
-
-    def _start(self, what: str, work: Any, done: Any) -> None:
-        with self._jobs.lock:
-            self.set_trait("error", "")
-            self.set_trait("progress", 0.0)
-            self.set_trait("busy", True)
-            self.set_trait("status", what)
-            self._jobs.submit(what, work, lambda v: self._finish(done, v), self._fail, self._progress, replace=True)
-
-    def _finish(self, done: Any, value: Any) -> None:
-        done(value)
-        self.set_trait("busy", False)
-        self.set_trait("progress", 1.0)
-        self.set_trait("status", "")
-
-    def _fail(self, err: Exception) -> None:
-        self.set_trait("error", error_text(err))
-        self.set_trait("busy", False)
-        self.set_trait("progress", 0.0)
-        self.set_trait("status", "")
-
-    def _progress(self, fraction: float) -> None:
-        self.set_trait("progress", fraction)
 
     def _maps(self, x: torch.Tensor, method: str, progress: Progress) -> tuple[torch.Tensor, list[int]]:
         """Maps (N, H, W) of normalised inputs ``x`` explaining each image's predicted class."""
@@ -293,26 +271,16 @@ class ClassHeatmaps(Panel, anywidget.AnyWidget):
 
     # -- buttons ----------------------------------------------------------------------------------
 
-    def cancel(self) -> None:
-        """Stop the computation in progress."""
-        with self._jobs.lock:
-            if self._jobs.cancel():
-                self.set_trait("busy", False)
-                self.set_trait("progress", 0.0)
-                self.set_trait("status", "cancelled")
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Block until no computation of this view is running; ``False`` if ``timeout`` passed first."""
-        return self._jobs.wait(timeout)
+    def _rerun(self) -> None:
+        self._request()
 
     def _on_msg(self, widget: Any, content: Any, buffers: Sequence[Any]) -> None:
-        kind = content.get("type") if isinstance(content, dict) else None
-        if kind == "cancel":
-            self.cancel()
-        elif kind == "run":
-            self._request()
-        elif kind == "cell" and isinstance(content.get("class"), int) and content.get("column") in COLUMNS:
+        """Besides "cancel" and "run" (:class:`~cnn_widgets.widgets.jobs.JobView`), a click on a cell."""
+        if isinstance(content, dict) and content.get("type") == "cell" and isinstance(content.get("class"), int) \
+                and content.get("column") in COLUMNS:
             self.select(content["class"], content["column"] == "correct")
+        else:
+            super()._on_msg(widget, content, buffers)
 
     def select(self, label: int, correct: bool) -> None:
         """List the images of one cell (what clicking it does); ``label=-1`` closes the list."""

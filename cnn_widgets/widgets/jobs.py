@@ -14,6 +14,9 @@ which :func:`cnn_widgets.attribute` holds for a whole run.
 Callbacks (``on_done``, ``on_error``, ``on_progress``) run in the worker thread while :attr:`Jobs.lock`
 is held, and never for a cancelled job: once :meth:`Jobs.cancel` returns, nothing of the jobs it
 cancelled reaches the widget. Widgets take the same lock to change their traits consistently.
+
+:class:`JobView` is the view's side, written once: ``busy``/``progress``/``error``/status traits in step
+with the jobs, ``cancel()``, ``wait()`` and the browser's "cancel"/"run" messages.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ import logging
 import math
 import threading
 from collections import OrderedDict, deque
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
+from functools import partial
 from time import monotonic
 from typing import Any
 
@@ -192,3 +196,86 @@ class Jobs:
             job.started = True
             self._last_report = now
             job.on_progress(float(fraction))
+
+
+class JobView:
+    """The glue between a view and its :class:`Jobs`, written once for every view that runs one
+    computation at a time with a progress bar and a cancel button (TopActivations, ClassHeatmaps,
+    ChannelImportance): a view that mixes it in (``class V(Panel, JobView, anywidget.AnyWidget)``) keeps
+    its ``busy``, ``progress`` and ``error`` traits and its status text in step with its jobs, and gets
+    :meth:`cancel`, :meth:`wait` and the browser's "cancel" and "run" messages.
+
+    The view declares the read-only traits ``busy``, ``progress``, ``error`` and (unless it overrides
+    :meth:`_set_status`) ``status``, sets ``self._jobs`` to its :class:`Jobs`, passes :meth:`_on_msg` to
+    ``on_msg`` and overrides :meth:`_rerun` (what the browser's "run" asks for)."""
+
+    _jobs: Jobs
+    set_trait: Callable[[str, Any], None]  # the view's (traitlets.HasTraits)
+
+    def _start(
+        self,
+        what: str,
+        work: Callable[[Progress], Any],
+        done: Callable[[Any], None],
+        *,
+        key: Hashable = None,
+        replace: bool = True,
+    ) -> Job:
+        """Run ``work`` in the background (after the queued jobs; ``replace=True`` cancels them first),
+        showing ``what`` as the status; ``done(result)`` follows in the worker thread. ``key`` is the job's
+        cache key (default ``(what,)``)."""
+        with self._jobs.lock:
+            self.set_trait("error", "")
+            self.set_trait("progress", 0.0)
+            self.set_trait("busy", True)
+            self._set_status(what)
+            return self._jobs.submit((what,) if key is None else key, work, partial(self._finish, done),
+                                     self._fail, self._progress, replace=replace)
+
+    def _finish(self, done: Callable[[Any], None], value: Any) -> None:
+        """A job's result: ``done(value)``; idle again unless more jobs are queued."""
+        done(value)
+        if len(self._jobs.live()) <= 1:  # this job is still counted until its callback returns
+            self.set_trait("busy", False)
+            self.set_trait("progress", 1.0)
+            self._set_status("")
+
+    def _fail(self, err: Exception) -> None:
+        """A job's error: its message in ``error``."""
+        from .attribution_view import error_text  # attribution_view imports this module
+
+        self.set_trait("error", error_text(err))
+        self.set_trait("busy", False)
+        self.set_trait("progress", 0.0)
+        self._set_status("")
+
+    def _progress(self, fraction: float) -> None:
+        self.set_trait("progress", fraction)
+
+    def _set_status(self, text: str) -> None:
+        """Show ``text`` (what runs, "cancelled" or nothing) in the view's ``status``."""
+        self.set_trait("status", text)
+
+    def cancel(self) -> None:
+        """Stop the computation in progress (and drop the queued ones); the last result stays on screen."""
+        with self._jobs.lock:
+            if self._jobs.cancel():
+                self.set_trait("busy", False)
+                self.set_trait("progress", 0.0)
+                self._set_status("cancelled")
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until no computation of this view is running; ``False`` if ``timeout`` passed first."""
+        return self._jobs.wait(timeout)
+
+    def _rerun(self) -> None:
+        """Start the view's computation again (the browser's "run" message, e.g. after a cancel)."""
+        raise NotImplementedError
+
+    def _on_msg(self, widget: Any, content: Any, buffers: Sequence[Any]) -> None:
+        """The browser's "cancel" and "run" messages (a view handling more messages extends this)."""
+        kind = content.get("type") if isinstance(content, dict) else None
+        if kind == "cancel":
+            self.cancel()
+        elif kind == "run":
+            self._rerun()

@@ -13,7 +13,7 @@ engine (:mod:`cnn_widgets.widgets.jobs`): a worker thread, with progress and a c
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
@@ -35,8 +35,7 @@ from ..dataset.source import Source
 from ..images import Stats, to_batch
 from ..layers import conv_layers
 from ._common import CheckedEnum, CheckedInt, CheckedUnicode, WidgetValueError, bundle, check_index, check_name
-from .attribution_view import error_text
-from .jobs import Jobs, Progress
+from .jobs import Jobs, JobView, Progress
 from .panel import Panel
 
 SORTS: tuple[str, ...] = ("channel", "mean", "importance")
@@ -143,7 +142,7 @@ class _Layer:
         self.importance = importance
 
 
-class TopActivations(Panel, anywidget.AnyWidget):
+class TopActivations(Panel, JobView, anywidget.AnyWidget):
     """Per channel of ``layer``, the ``k`` dataset images that excite it most, cropped to the receptive
     field around the arg-max, with the activation as a heatmap over each patch.
 
@@ -154,7 +153,8 @@ class TopActivations(Panel, anywidget.AnyWidget):
 
     Traits: ``layer`` (another layer of the scan, or any layer with a map: scanned on demand),
     ``channel`` (-1: none), ``sort`` ("channel", "mean": channel mean descending, "importance":
-    permutation importance descending), read-only ``progress``, ``busy``, ``error``. ``layer`` and
+    permutation importance descending), read-only ``progress``, ``busy``, ``error``, ``status``;
+    :meth:`cancel` stops the scan or importance in progress, :meth:`wait` waits for it. ``layer`` and
     ``channel`` link to ActivationBrowser's (``ipywidgets.link``).
     """
 
@@ -286,54 +286,14 @@ class TopActivations(Panel, anywidget.AnyWidget):
             std=self._std, batch_size=self._batch_size, progress=False,
         ), partial(self._importance_done, layer), replace=False)
 
-    def _start(self, what: str, work: Callable[[Progress], Any], done: Callable[[Any], None], replace: bool = True) -> None:
-        with self._jobs.lock:
-            self.set_trait("error", "")
-            self.set_trait("progress", 0.0)
-            self.set_trait("busy", True)
-            self.set_trait("status", what)
-            self._jobs.submit((what,), work, partial(self._finish, done), self._fail, self._progress, replace=replace)
-
-    def _finish(self, done: Callable[[Any], None], value: Any) -> None:
-        done(value)
-        if len(self._jobs.live()) <= 1:
-            self.set_trait("busy", False)
-            self.set_trait("progress", 1.0)
-            self.set_trait("status", "")
-
-    def _fail(self, err: Exception) -> None:
-        self.set_trait("error", error_text(err))
-        self.set_trait("busy", False)
-        self.set_trait("progress", 0.0)
-        self.set_trait("status", "")
-
-    def _progress(self, fraction: float) -> None:
-        self.set_trait("progress", fraction)
-
     def _importance_done(self, layer: str, importance: Importance) -> None:
         self._layers.setdefault(layer, _Layer(None))
         self._layers[layer].importance = importance
         if layer == self.layer:
             self._importance = [float(v) for v in importance.permutation]
 
-    def cancel(self) -> None:
-        """Stop the computation in progress (scan or importance)."""
-        with self._jobs.lock:
-            if self._jobs.cancel():
-                self.set_trait("busy", False)
-                self.set_trait("progress", 0.0)
-                self.set_trait("status", "cancelled")
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Block until no computation of this view is running; ``False`` if ``timeout`` passed first."""
-        return self._jobs.wait(timeout)
-
-    def _on_msg(self, widget: Any, content: Any, buffers: Sequence[Any]) -> None:
-        kind = content.get("type") if isinstance(content, dict) else None
-        if kind == "cancel":
-            self.cancel()
-        elif kind == "run":
-            self._load()
+    def _rerun(self) -> None:
+        self._load()
 
     # -- the work (worker thread) -----------------------------------------------------------------
 
