@@ -266,6 +266,14 @@ class View(JobView, t.HasTraits):
     def _rerun(self) -> None:
         self.reruns += 1
 
+    def start_slow(self, what: str, done=None, **kwargs) -> tuple[threading.Event, list[int]]:
+        """Start a job that runs until the returned event is set; its steps taken (see gate_job)."""
+        started, release = threading.Event(), threading.Event()
+        slow, taken = gate_job(started, release)
+        self._start(what, slow, done or self.shown.append, **kwargs)
+        assert started.wait(TIMEOUT)
+        return release, taken
+
 
 def test_job_view_is_busy_with_progress_and_status_until_the_result_then_idle():
     view = View()
@@ -292,17 +300,14 @@ def test_job_view_is_busy_with_progress_and_status_until_the_result_then_idle():
 
 def test_job_view_stays_busy_until_the_last_queued_job_is_done():
     view = View()
-    started, release = threading.Event(), threading.Event()
-    slow, _ = gate_job(started, release, steps=3000)
     states: list[tuple] = []
 
     def first(value):
         view.shown.append(value)
         states.append((view.busy, view.status))
 
-    view._start("first", slow, first)
+    release, _ = view.start_slow("first", first)
     view._start("second", lambda p: "two", view.shown.append, replace=False)
-    assert started.wait(TIMEOUT)
     release.set()
     assert view.wait(TIMEOUT)
     assert view.shown == ["released", "two"]
@@ -312,10 +317,7 @@ def test_job_view_stays_busy_until_the_last_queued_job_is_done():
 
 def test_job_view_cancel_stops_the_job_and_says_so_and_a_new_start_clears_it():
     view = View()
-    started, release = threading.Event(), threading.Event()
-    slow, taken = gate_job(started, release)
-    view._start("slow", slow, view.shown.append)
-    assert started.wait(TIMEOUT)
+    release, taken = view.start_slow("slow")
     view.cancel()
     assert (view.busy, view.progress, view.status) == (False, 0.0, "cancelled")
     assert view.wait(TIMEOUT)
@@ -340,9 +342,7 @@ def test_job_view_shows_a_failure_as_error_text_and_clears_it_on_the_next_start(
     assert view.wait(TIMEOUT)
     assert (view.error, view.busy, view.progress, view.status) == (text, False, 0.0, "")
     assert view.shown == []
-    started, release = threading.Event(), threading.Event()
-    slow, _ = gate_job(started, release)
-    view._start("next", slow, view.shown.append)
+    release, _ = view.start_slow("next")
     assert view.error == "" and view.busy
     release.set()
     assert view.wait(TIMEOUT) and view.error == ""
@@ -350,10 +350,7 @@ def test_job_view_shows_a_failure_as_error_text_and_clears_it_on_the_next_start(
 
 def test_job_view_messages_cancel_and_run_and_ignore_others():
     view = View()
-    started, release = threading.Event(), threading.Event()
-    slow, _ = gate_job(started, release)
-    view._start("slow", slow, view.shown.append)
-    assert started.wait(TIMEOUT)
+    release, _ = view.start_slow("slow")
     for content in ({"type": "other"}, "cancel", None):
         view._on_msg(view, content, [])
     assert view.busy and view.reruns == 0
