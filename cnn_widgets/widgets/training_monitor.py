@@ -457,6 +457,49 @@ class TrainingMonitor(Panel, W.VBox):
             for s in self._stored
         ]
 
+    # -- exports (Panel.to_png / save_html) ---------------------------------------------------------
+
+    def _export_image(self) -> np.ndarray:
+        """What the canvas shows until its slider or selects move: the newest snapshot's filters of the
+        first monitored layer, the first probe image's activations there, and the probe image."""
+        from .. import export
+
+        with self._lock:
+            return export.training_monitor_image(self)
+
+    def _export_record(self) -> dict[str, Any]:
+        from .. import export
+
+        with self._lock:
+            info = self._stored[-1].info
+            return {**export.model_fields(self._model), **export.image_fields(self._batch),
+                    "layer": self._layer_names[0], "layers": list(self._layer_names),
+                    "snapshot": {"epoch": info.epoch, "step": info.step, "metrics": dict(info.metrics)},
+                    "snapshots": len(self._stored), "epoch": self._epoch, "steps": self._step,
+                    "options": {"every": self._every, "every_steps": self._every_steps, "budget_mb": self.budget_mb}}
+
+    def _export_html(self) -> list[dict[str, Any]]:
+        """The canvas with every kept snapshot in the file (its slider and selects work offline) and the
+        chart as SVG: the losses on one chart, the other metrics on a second."""
+        from .. import export
+
+        self.flush()
+        with self._lock:
+            replies = [({"type": "snapshot", "id": s.id, "parts": s.parts}, s.buffers) for s in self._stored]
+            charts = []
+            for ylabel, on_loss in (("loss", True), ("metrics", False)):
+                series = []
+                for (kind, name), (xs, ys) in self._series.items():
+                    if ("loss" in name.lower()) == on_loss and xs:
+                        x, y = _decimated(xs, ys)
+                        line = self._lines[(kind, name)]
+                        series.append({"name": line.labels[0], "color": line.colors[0], "x": x.tolist(),
+                                       "y": y.tolist(), "dots": kind == "epoch"})
+                if series:
+                    charts.append(export.curves_part(f"training · {ylabel}", "step", series, ylabel=ylabel,
+                                                     x_range=None, y_range=None, percent=False))
+        return [export.widget_part(self._canvas, replies={"fetch": replies}), *charts]
+
     # -- the browser -------------------------------------------------------------------------------
 
     def _send_snapshot(self, stored: _Stored) -> None:
