@@ -394,6 +394,38 @@ class TopActivations(Panel, JobView, anywidget.AnyWidget):
             raise ValueError("the layer's patches are not ready yet; call wait() first")
         return list(rows[c])
 
+    # -- exports (Panel.to_png / save_html) ---------------------------------------------------------
+
+    def _export_image(self) -> np.ndarray:
+        """The current channel's patches with its activation over each (the heat slider at its start,
+        0.5) and its filter, as the view paints them, once the work in progress is done."""
+        from .. import export
+
+        self.wait()
+        return export.top_activations_image(self)
+
+    def _export_record(self) -> dict[str, Any]:
+        """Layer, channel, the dataset indices of its patches and the hash of those images as given to
+        the model (read again from ``data``; the model does not run)."""
+        from .. import export
+
+        self.wait()
+        p, c = self._patches, self.channel
+        shown = p.get("layer") == self.layer and 0 <= c < int(p.get("channels", 0))
+        indices = [int(i) for i in p["indices"][c]] if shown else []
+        images = export.image_fields(dataset_images(self._data, indices, self._model, self._mean, self._std)[0]) if indices else {}
+        return {**export.model_fields(self._model), **images, "layer": self.layer, "channel": c, "images": indices,
+                "values": p["values"][c] if shown else [], "receptive_field": p.get("field"),
+                "options": {"k": self._k, "sort": self.sort, "batch_size": self._batch_size,
+                            "opacity": export.PATCH_OPACITY}}
+
+    def _export_html(self) -> list[dict[str, Any]]:
+        """The view with every channel of the layer in the file (slider and sort work offline)."""
+        from .. import export
+
+        self.wait()
+        return [export.widget_part(self)]
+
 
 def _finite(v: float) -> float | None:
     f = float(v)
