@@ -292,3 +292,33 @@ class ClassHeatmaps(Panel, JobView, anywidget.AnyWidget):
             self._quiet = False
         self._request_cell()
 
+    # -- exports (Panel.to_png / save_html) ---------------------------------------------------------
+
+    def _export_image(self) -> np.ndarray:
+        """The grid of mean maps (a row per class; an empty cell blank) and the listed cell's thumbnails,
+        as the view paints them, once the work in progress is done."""
+        from .. import export
+
+        self.wait()
+        return export.class_heatmaps_image(self)
+
+    def _export_record(self) -> dict[str, Any]:
+        """Method, its layer and options, classes and per-cell counts, the listed cell and its images
+        (a dataset-wide view: no single image hash)."""
+        from .. import export
+
+        self.wait()
+        g = self._grid
+        return {**export.model_fields(self._model), "method": g.get("method", self.method), "layer": self._layer,
+                "options": dict(self._options), "classes": list(g.get("classes", [])), "counts": g.get("counts"),
+                "images": None if self._counts is None else int(self._counts.sum()),
+                "selected": {"class": self.selected_class, "column": self.selected_column},
+                "listed": list(self._cell.get("indices", [])) if self.selected_class >= 0 else []}
+
+    def _export_html(self) -> list[dict[str, Any]]:
+        """The grid and the listed cell (choosing another cell needs the kernel)."""
+        from .. import export
+
+        self.wait()
+        return [export.widget_part(self)]
+

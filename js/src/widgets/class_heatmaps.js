@@ -16,15 +16,17 @@ const COLORMAP = "inferno";
 const COLUMNS = ["correct", "incorrect"];
 
 /**
- * A canvas of w×h RGBA pixels shown at `css` px on its longer side.
+ * A canvas of w×h RGBA pixels shown at `css` px on its longer side, in row `row` of a PNG export.
  * @param {Uint8ClampedArray} rgba
  * @param {number} w
  * @param {number} h
  * @param {number} css
  * @param {string} label
+ * @param {string} row
  */
-function pictureCanvas(rgba, w, h, css, label) {
+function pictureCanvas(rgba, w, h, css, label, row) {
   const canvas = /** @type {HTMLCanvasElement} */ (document.createElement("canvas"));
+  canvas.dataset.row = row;
   canvas.width = w;
   canvas.height = h;
   const s = css / Math.max(w, h);
@@ -100,7 +102,9 @@ function renderClassHeatmaps(model, el) {
             "aria-label": `${name}, ${col}: ${count} images`,
           },
         }, [
-          count ? pictureCanvas(rgba, mw, mh, CELL_CSS, `mean map of ${name}, ${col}`) : h("span", { text: "–" }),
+          // an empty cell is a blank canvas, so a PNG export keeps the grid's columns (export.py)
+          pictureCanvas(count ? rgba : new Uint8ClampedArray(4 * mw * mh), mw, mh, CELL_CSS,
+            count ? `mean map of ${name}, ${col}` : `no images of ${name}, ${col}`, `class ${r}`),
           h("span", { className: "cnnw-count", text: `${count} image${count === 1 ? "" : "s"}` }),
         ]);
         if (!count) /** @type {HTMLButtonElement} */ (button).disabled = true;
@@ -145,7 +149,7 @@ function renderClassHeatmaps(model, el) {
         { sign: "positive", lo, hi, table, opacity: 0.5 });
       const predicted = g.classes[c.predicted[i]] ?? `class ${c.predicted[i]}`;
       figures.push(h("figure", { className: "cnnw-patch", attrs: { role: "listitem" } }, [
-        pictureCanvas(rgba, tw, th, THUMB_CSS, `image ${c.indices[i]}`),
+        pictureCanvas(rgba, tw, th, THUMB_CSS, `image ${c.indices[i]}`, "cell"),
         h("figcaption", { text: `#${c.indices[i]} · predicted ${predicted}` }),
       ]));
     }
