@@ -273,3 +273,31 @@ class ChannelImportance(Panel, JobView, W.VBox):
         index = (event.get("data") or {}).get("index")
         if isinstance(index, int) and 0 <= index < len(self._order):
             self.channel = self._order[index]
+
+    # -- exports (Panel.to_png / save_html) ---------------------------------------------------------
+
+    def _export_image(self) -> np.ndarray:
+        """The chart redrawn with Pillow (bqplot has no canvas to copy): a bar per channel in the
+        chart's order, the selected one orange, ± std lines and zeroing dots."""
+        from .. import export
+
+        self.wait()
+        return export.importance_image(self)
+
+    def _export_record(self) -> dict[str, Any]:
+        from .. import export
+
+        self.wait()
+        r = self._result
+        return {**export.model_fields(self._model), "layer": self.layer, "channel": self.channel,
+                "baseline": None if r is None else float(r.baseline), "images": None if r is None else int(r.count),
+                "options": {"metric": self.metric, "repeats": self._repeats, "seed": self._seed,
+                            "batch_size": self._batch_size, "sort": self.sort}}
+
+    def _export_html(self) -> list[dict[str, Any]]:
+        """The controls (channel menu and sort work offline) and the chart as a picture."""
+        from .. import export
+
+        self.wait()
+        return [export.widget_part(self._controls),
+                export.picture_part(export.importance_image(self), self._figure.title)]
