@@ -110,7 +110,8 @@ def _require(widget: Any, method: str) -> Any:
     if fn is None:
         raise ExportError(
             f"{type(widget).__name__} cannot be exported: it is not a cnn_widgets view (no {method}()); "
-            "export one of ActivationBrowser, FilterGrid, AttributionView, Compare, ModelSummary, ConvExplainer"
+            "export one of ActivationBrowser, FilterGrid, AttributionView, Compare, ModelSummary, ConvExplainer, "
+            "FeatureVisualizer, Metrics, TrainingMonitor, TopActivations, ClassHeatmaps, ChannelImportance"
         )
     return fn
 
