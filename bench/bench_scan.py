@@ -21,8 +21,8 @@ misses its fixed 30 s start-up deadline on 2 cores when the load average is ≥ 
 skipped with a line saying so (also when Ray is missing or fails to start); ``--no-ray`` skips it.
 
 Run: ``.venv/bin/python bench/bench_scan.py [--images 1024] [--resnet-images 512] [--rounds 9]
-[--sizes 1000 5000 20000] [--ray-images 1024] [--ray-rounds 5] [--no-ray]`` (about 8 minutes on a quiet
-2-core machine with the defaults; ``--threads`` sets torch's intra-op threads in this process, default 1:
+[--sizes 1000 5000 20000] [--ray-images 1024] [--ray-rounds 5] [--no-ray]`` (about 13 minutes with the
+defaults on a shared 2-core machine at load average 3–9, Ray's start-up included; ``--threads`` sets torch's intra-op threads in this process, default 1:
 on a shared 2-core machine a second thread mostly waits).
 """
 
