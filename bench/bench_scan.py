@@ -22,8 +22,9 @@ skipped with a line saying so (also when Ray is missing or fails to start); ``--
 
 Run: ``.venv/bin/python bench/bench_scan.py [--images 1024] [--resnet-images 512] [--rounds 9]
 [--sizes 1000 5000 20000] [--ray-images 1024] [--ray-rounds 5] [--no-ray]`` (about 13 minutes with the
-defaults on a shared 2-core machine at load average 3–9, Ray's start-up included; ``--threads`` sets torch's intra-op threads in this process, default 1:
-on a shared 2-core machine a second thread mostly waits).
+defaults on a shared 2-core machine at load average 3–9, Ray's start-up included; ``--threads`` sets
+torch's intra-op threads in this process, default 1: on a shared 2-core machine a second thread mostly
+waits).
 """
 
 from __future__ import annotations
