@@ -147,7 +147,8 @@ def save_png(page: Page, keys: NotebookKeys, root: str, key: str, download: bool
             with page.expect_download(timeout=TIMEOUT) as info:
                 page.keyboard.press(key)
         except PlaywrightTimeoutError:
-            raise AssertionError(f"{root} save PNG {key!r}: no download; the view says {status.text_content()!r}") from None
+            said = status.text_content()
+            raise AssertionError(f"{root} save PNG {key!r}: no download; the view says {said!r}") from None
         assert info.value.suggested_filename.endswith(".png"), info.value.suggested_filename
         expect(status).to_contain_text("saved", timeout=TIMEOUT)
     assert keys.state() == before, f"{root} save PNG {key!r}: the notebook reacted"
@@ -195,6 +196,13 @@ def run_checks(page: Page) -> None:
     keys.ring(box, "ta index")
     check_select(keys, top.locator("select.cnnw-sort"), "ta-sort", what="ta sort")
     keys.ring(top.locator("select.cnnw-sort"), "ta sort")
+    layer_sel = top.locator("select.cnnw-layer-select")  # a new layer is scanned: one step there and back
+    layers = layer_sel.evaluate("(s) => [...s.options].map((o) => o.value)")
+    i = layers.index("features.conv4")
+    keys.focus(layer_sel)
+    keys.press(layer_sel, "ArrowUp", value=layers[i - 1], probe=("ta-layer", layers[i - 1]), what="ta layer")
+    keys.press(layer_sel, "ArrowDown", value=layers[i], probe=("ta-layer", layers[i]), what="ta layer")
+    keys.ring(layer_sel, "ta layer")
 
     # -- ChannelImportance: channel, sort and metric menus ------------------------------------------
     imp = page.locator(CI)
