@@ -246,17 +246,25 @@ def image(widget: Any) -> np.ndarray:
     return out
 
 
+def png_bytes(widget: Any) -> tuple[bytes, dict[str, Any]]:
+    """``widget``'s picture as PNG file bytes (its record in the ``cnnw-record`` text chunk) and the record."""
+    picture = image(widget)
+    rec = record(widget)
+    info = PngImagePlugin.PngInfo()
+    info.add_text("cnnw-record", json.dumps(rec, indent=1))
+    out = io.BytesIO()
+    Image.fromarray(picture, "RGB").save(out, format="PNG", pnginfo=info)
+    return out.getvalue(), rec
+
+
 def to_png(widget: Any, path: str | os.PathLike[str]) -> dict[str, Any]:
     """Write ``widget``'s picture to ``path`` (PNG) and its record to ``<path>.json``; return the record."""
     path = os.fspath(path)
-    picture = image(widget)
-    rec = record(widget)
-    text = json.dumps(rec, indent=1)
-    info = PngImagePlugin.PngInfo()
-    info.add_text("cnnw-record", text)
-    Image.fromarray(picture, "RGB").save(path, format="PNG", pnginfo=info)
+    data, rec = png_bytes(widget)
+    with open(path, "wb") as f:
+        f.write(data)
     with open(path + ".json", "w", encoding="utf-8") as f:
-        f.write(text + "\n")
+        f.write(json.dumps(rec, indent=1) + "\n")
     return rec
 
 

@@ -6,6 +6,7 @@ user strings stay text in the HTML.
 
 from __future__ import annotations
 
+import io
 import json
 import pathlib
 import re
@@ -437,3 +438,22 @@ def test_channel_importance_html_has_the_menu_data_and_the_chart_as_a_picture(im
 
     with Image.open(io.BytesIO(base64.b64decode(parts[1]["png"]))) as im:
         assert np.array_equal(np.asarray(im.convert("RGB")), export.image(importance))
+
+
+def test_channel_importance_save_png_button_gets_the_kernels_picture(importance, tmp_path):
+    """The browser has no canvas of the bqplot chart, so its "save PNG" asks the kernel ({type: "png"}):
+    the answer is the PNG file to_png writes, record included."""
+    view = importance
+    sent: list[tuple[dict, list]] = []
+    original = view._controls.send
+    view._controls.send = lambda content, buffers=None: sent.append((content, buffers or []))
+    try:
+        view._controls._handle_custom_msg({"type": "png"}, [])
+    finally:
+        view._controls.send = original
+    (content, buffers), = sent
+    assert content == {"type": "png"} and len(buffers) == 1
+    answered = np.asarray(Image.open(io.BytesIO(bytes(buffers[0]))).convert("RGB"))
+    picture, _ = _png_and_record(view, tmp_path, "ci-button")
+    np.testing.assert_array_equal(answered, picture)
+    assert json.loads(Image.open(io.BytesIO(bytes(buffers[0]))).text["cnnw-record"])["widget"] == "ChannelImportance"

@@ -11,6 +11,7 @@ bqplot figure, whose bars select a channel on click. The computation runs in the
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import anywidget
@@ -244,6 +245,24 @@ class ChannelImportance(Panel, JobView, W.VBox):
             return channels.tolist()
         key = r.permutation if self.sort == "permutation" else r.zeroing
         return np.lexsort((channels, -np.nan_to_num(key, nan=-np.inf))).tolist()
+
+    def _on_msg(self, widget: Any, content: Any, buffers: Sequence[Any]) -> None:
+        """Besides cancel and run: ``{"type": "png"}`` from the "save PNG" button (the chart is bqplot,
+        with no canvas in the browser to copy), answered with the PNG that :meth:`to_png` writes."""
+        if not (isinstance(content, dict) and content.get("type") == "png"):
+            super()._on_msg(widget, content, buffers)
+            return
+        from .. import export
+
+        if self.busy or self.importance is None:
+            self._controls.send({"type": "png", "error": "still computing: save when the bars are shown"})
+            return
+        try:
+            data, _ = export.png_bytes(self)
+        except Exception as err:  # the browser shows why; the kernel stays up
+            self._controls.send({"type": "png", "error": str(err)})
+        else:
+            self._controls.send({"type": "png"}, [data])
 
     def _update_chart(self) -> None:
         r = self._result

@@ -91,15 +91,17 @@ export class Scope {
  * select, number input, tile grid) would otherwise also move the active cell or collapse a heading.
  * @param {HTMLElement} el the element anywidget gives render()
  * @param {string} kind extra class, e.g. "cnnw-filter-grid"
+ * @param {{picture?: () => Promise<Blob>}} [options] `picture`: what "save PNG" downloads when the view
+ *   has no canvas of its own (its chart is a bqplot widget beside it): see kernelPicture
  * @returns {HTMLElement}
  */
-export function mountRoot(el, kind) {
+export function mountRoot(el, kind, { picture } = {}) {
   const root = h("div", { className: `cnnw-root ${kind}` });
   suppressShortcuts(root);
   const style = h("style", { text: CSS + SAVE_CSS });
   el.replaceChildren(style, root);
   // after render() has built the view (synchronously), so the button comes last in the tab order
-  queueMicrotask(() => addSaveButton(root, kind));
+  queueMicrotask(() => addSaveButton(root, kind, picture));
   return root;
 }
 
@@ -226,9 +228,10 @@ export async function composeCanvases(rows) {
  * view's canvases show now as `<kind>.png` (composeCanvases), the picture `widget.to_png` writes.
  * @param {HTMLElement} root
  * @param {string} kind the view's class, e.g. "cnnw-filter-grid"
+ * @param {() => Promise<Blob>} [picture] what to download when the view has no canvas (mountRoot's option)
  * @returns {HTMLButtonElement | null} null when the view has one already
  */
-export function addSaveButton(root, kind) {
+export function addSaveButton(root, kind, picture) {
   if (root.querySelector && root.querySelector(".cnnw-save-png")) return null;
   const button = /** @type {HTMLButtonElement} */ (h("button", {
     className: "cnnw-save-png", text: "save PNG",
@@ -240,12 +243,12 @@ export function addSaveButton(root, kind) {
     status.textContent = "";
     try {
       const rows = exportSources(root);
-      if (!rows.length) {
+      if (!rows.length && !picture) {
         status.textContent = "nothing to save yet";
         return;
       }
-      const canvas = await composeCanvases(rows);
-      const blob = await new Promise((resolve) => canvas.toBlob(resolve, "image/png"));
+      const canvas = rows.length ? await composeCanvases(rows) : null;
+      const blob = canvas ? await new Promise((resolve) => canvas.toBlob(resolve, "image/png")) : await picture?.();
       if (!blob) throw new Error("the browser could not encode the PNG");
       const url = URL.createObjectURL(blob);
       const a = h("a", { attrs: { href: url, download: name } });
@@ -258,6 +261,27 @@ export function addSaveButton(root, kind) {
   });
   root.appendChild(h("div", { className: "cnnw-save-row" }, [button, status]));
   return button;
+}
+
+/**
+ * The picture `widget.to_png` writes, asked of the kernel: the "save PNG" source of a view whose picture
+ * is not on a canvas of its own. The Python view answers `{type: "png"}` with the PNG file's bytes, or
+ * with `{type: "png", error}`.
+ * @param {any} model the view's widget model
+ * @returns {Promise<Blob>}
+ */
+export function kernelPicture(model) {
+  return new Promise((resolve, reject) => {
+    /** @param {any} msg @param {DataView[]} buffers */
+    const answer = (msg, buffers) => {
+      if (msg?.type !== "png") return;
+      model.off("msg:custom", answer);
+      if (msg.error || !buffers?.length) reject(new Error(msg.error || "no picture"));
+      else resolve(new Blob([buffers[0]], { type: "image/png" }));
+    };
+    model.on("msg:custom", answer);
+    model.send({ type: "png" });
+  });
 }
 
 /**

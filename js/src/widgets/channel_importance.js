@@ -2,7 +2,7 @@
 // the chart's order, each entry with its numbers), the sort order, the metric, and progress with cancel
 // while the kernel computes.
 
-import { Scope, bindControl, fmt, h, labelledSelect, mountRoot, setOptions } from "../dom.js";
+import { Scope, bindControl, fmt, h, kernelPicture, labelledSelect, mountRoot, setOptions } from "../dom.js";
 import { DATASET_CSS, busyRow } from "../dataset_views.js";
 import { bindScale } from "../scale.js";
 
@@ -35,7 +35,8 @@ export function importanceOrder(sort, rows) {
  */
 function renderControls(model, el) {
   const scope = new Scope();
-  const root = mountRoot(el, "cnnw-channel-importance");
+  // the chart is a bqplot widget beside this one: "save PNG" downloads the picture to_png writes
+  const root = mountRoot(el, "cnnw-channel-importance", { picture: () => kernelPicture(model) });
   root.prepend(h("style", { text: DATASET_CSS }));
   bindScale(model, root, scope);
   const channelSel = labelledSelect("channel", "cnnw-channel-select", []);
