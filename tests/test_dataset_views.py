@@ -415,3 +415,22 @@ def test_channel_importance_view_errors_and_given_result():
         ChannelImportance(model, (images, labels), "features.conv4", seed=-1)
     with pytest.raises(ValueError, match="not of"):
         ChannelImportance(model, (images, labels), "features.conv3", importance=given)
+
+
+def test_channel_importance_going_back_to_a_cached_result_ends_the_busy_state(model, data):
+    """Switching back to a metric already computed cancels the computation under way and shows the
+    cached result: the view is not left 'busy' with a job that will never report."""
+    from cnn_widgets.widgets.channel_importance_view import ChannelImportance
+
+    view = ChannelImportance(model, data, "features.conv3", metric="accuracy", repeats=1, batch_size=32)
+    try:
+        assert view.wait(300) and view.importance.metric == "accuracy"
+        view.metric = "loss"  # starts a computation
+        view.metric = "accuracy"  # cached
+        assert view.importance.metric == "accuracy"
+        assert not view.busy and view._controls.status == ""
+        assert view.wait(60)
+        assert view.importance.metric == "accuracy", "the cancelled loss run never replaces it"
+    finally:
+        view.wait(60)
+        view.close()

@@ -179,7 +179,10 @@ class ChannelImportance(Panel, JobView, W.VBox):
         with self._jobs.lock:
             cached = self._given.get(key) or self._jobs.cached(key)
             if cached is not None:
-                self._jobs.cancel()
+                if self._jobs.cancel():  # a computation for another layer or metric: it is not shown now
+                    self.set_trait("busy", False)
+                    self.set_trait("progress", 1.0)
+                    self._set_status("")
                 self._show(cached)
                 return
             self._start(f"channel importance of {layer} ({metric})", lambda p: self._compute(layer, metric, p),
