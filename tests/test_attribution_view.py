@@ -514,27 +514,55 @@ def test_many_requests_keep_one_worker_and_a_bounded_cache():
     assert view._jobs._thread is None and not view._jobs.live()
 
 
-def test_runs_leave_nothing_behind():
-    """Every method once through the view: afterwards no capture object and no tensor still needing
-    grad is alive, beyond the cache (a gradient CAM once kept its capture and autograd graph, ~1.5 MB
-    per run on ShapesNet, through a cycle the garbage collector cannot see)."""
+def _alive(kind: type) -> list:
+    """Every live object of ``kind`` (a tensor only when it carries an autograd graph)."""
     import gc
     import warnings
 
+    gc.collect()
+    with warnings.catch_warnings():  # isinstance on torch's deprecated module objects warns
+        warnings.simplefilter("ignore")
+        found = [o for o in gc.get_objects() if isinstance(o, kind)]
+    return [o for o in found if kind is not torch.Tensor or o.grad_fn is not None]
+
+
+def _holders(obj: object) -> str:
+    """Who keeps ``obj`` alive, two levels up (for the failure message)."""
+    import gc
+
+    lines = []
+    for ref in gc.get_referrers(obj)[:6]:
+        lines.append(f"{type(ref).__name__}: {str(ref)[:120]}")
+        lines += [f"  <- {type(up).__name__}: {str(up)[:120]}" for up in gc.get_referrers(ref)[:4]]
+    return "\n".join(lines)
+
+
+def test_runs_leave_nothing_behind():
+    """Every method once through the view: afterwards no capture object and no tensor still needing
+    grad that this view's runs created is alive, beyond the cache (a gradient CAM once kept its capture
+    and autograd graph, ~1.5 MB per run on ShapesNet, through a cycle the garbage collector cannot see).
+    Objects that other tests' views left (their workers are waited for first) are not counted."""
+    import threading
+    import weakref
+
     from cnn_widgets.capture import ActivationCapture
+
+    for thread in threading.enumerate():
+        if thread.name.startswith("cnn_widgets-"):
+            thread.join(60)
+    before = {id(o): weakref.ref(o) for kind in (ActivationCapture, torch.Tensor) for o in _alive(kind)}
+
+    def new(kind: type) -> list:
+        return [o for o in _alive(kind) if id(o) not in before or before[id(o)]() is not o]
 
     view = ready(AttributionView(tiny(), image(size=16)))
     for method in METHODS:
         view.method = method
         ready(view)
     del method
-    gc.collect()
-    with warnings.catch_warnings():  # isinstance on torch's deprecated module objects warns
-        warnings.simplefilter("ignore")
-        live = [o for o in gc.get_objects() if isinstance(o, ActivationCapture)]
-        graphs = [o for o in gc.get_objects() if isinstance(o, torch.Tensor) and o.grad_fn is not None]
-    assert live == [], f"{len(live)} captures alive"
-    assert graphs == [], f"{len(graphs)} tensors with an autograd graph alive"
+    live, graphs = new(ActivationCapture), new(torch.Tensor)
+    assert live == [], f"{len(live)} captures alive, held by:\n{_holders(live[0])}"
+    assert graphs == [], f"{len(graphs)} tensors with an autograd graph alive, held by:\n{_holders(graphs[0])}"
 
 
 def test_resnet_shaped_model_at_64():
