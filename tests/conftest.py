@@ -9,6 +9,8 @@ pytest collected them in (``tests/browser`` has its own).
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -152,3 +154,15 @@ def single_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def _workers_end_with_their_test() -> Iterator[None]:
+    """After each test, wait (up to a minute) for the library's worker threads that the test's views
+    started: a slow machine must not let one test's background work run into the next test's checks
+    of threads, objects alive or a model's state."""
+    yield
+    deadline = time.monotonic() + 60
+    for thread in threading.enumerate():
+        if thread.name.startswith("cnn_widgets-"):
+            thread.join(max(0.0, deadline - time.monotonic()))

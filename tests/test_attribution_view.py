@@ -4,7 +4,6 @@ refused clearly. compare() is tested in test_compare.py, the engine in test_jobs
 
 from __future__ import annotations
 
-import threading
 import time
 
 import numpy as np
@@ -163,10 +162,9 @@ def test_switching_back_is_a_cache_hit():
     first = view.result
     view.method = "saliency"
     ready(view)
-    started = threading.active_count()
     view.method = "grad_cam"
     assert not view.busy, "a cached result must not start a computation"
-    assert view.result is first and threading.active_count() == started
+    assert view.result is first and view._jobs._thread is None
     # the top prediction and the same class given explicitly are one cache entry
     view.target = first.target
     assert not view.busy and view.result is first
@@ -541,15 +539,11 @@ def test_runs_leave_nothing_behind():
     """Every method once through the view: afterwards no capture object and no tensor still needing
     grad that this view's runs created is alive, beyond the cache (a gradient CAM once kept its capture
     and autograd graph, ~1.5 MB per run on ShapesNet, through a cycle the garbage collector cannot see).
-    Objects that other tests' views left (their workers are waited for first) are not counted."""
-    import threading
+    Objects that other tests left (their workers ended with them: conftest) are not counted."""
     import weakref
 
     from cnn_widgets.capture import ActivationCapture
 
-    for thread in threading.enumerate():
-        if thread.name.startswith("cnn_widgets-"):
-            thread.join(60)
     before = {id(o): weakref.ref(o) for kind in (ActivationCapture, torch.Tensor) for o in _alive(kind)}
 
     def new(kind: type) -> list:
