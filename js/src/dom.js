@@ -312,21 +312,52 @@ export function setOptions(select, options) {
 }
 
 /**
+ * Call `commit` when the user commits a value typed into `control`: on "change", and on Enter in a text
+ * or number input, because a notebook cell keeps Enter from committing one (JupyterLab fires no "change"
+ * for it). A typed value is committed once: the "change" that follows an Enter when the input loses the
+ * focus, or a second Enter, commits nothing until the user types again.
+ * @param {Scope} scope
+ * @param {HTMLInputElement | HTMLSelectElement} control
+ * @param {() => void} commit
+ */
+export function onCommit(scope, control, commit) {
+  const typed = control.tagName === "INPUT" && ["text", "number"].includes(/** @type {HTMLInputElement} */ (control).type);
+  if (!typed) {
+    scope.listen(control, "change", commit);
+    return;
+  }
+  /** @type {string | null} the value last committed, until the user types again */
+  let committed = null;
+  const fire = () => {
+    if (control.value === committed) return;
+    committed = control.value;
+    commit();
+  };
+  scope.listen(control, "change", fire);
+  scope.listen(control, "input", () => { committed = null; });
+  scope.listen(control, "keydown", (/** @type {KeyboardEvent} */ e) => {
+    if (e.key === "Enter") fire();
+  });
+}
+
+/**
  * Set trait `key` from a control on each `event` on it, then save.
  * @param {Scope} scope
  * @param {any} model
  * @param {HTMLInputElement | HTMLSelectElement} control
  * @param {string} key
  * @param {{event?: string, parse?: (value: string) => any, save?: () => void}} [opts] the event ("change"
- *   by default; "input" for sliders), how the control's value becomes the trait's (as it is by default),
- *   and how to save (model.save_changes by default)
+ *   by default, with Enter in a typed input: see onCommit; "input" for sliders), how the control's value
+ *   becomes the trait's (as it is by default), and how to save (model.save_changes by default)
  */
 export function bindControl(scope, model, control, key, opts = {}) {
   const { event = "change", parse = (/** @type {string} */ v) => v, save = () => model.save_changes() } = opts;
-  scope.listen(control, event, () => {
+  const set = () => {
     model.set(key, parse(control.value));
     save();
-  });
+  };
+  if (event === "change") onCommit(scope, control, set);
+  else scope.listen(control, event, set);
 }
 
 /**

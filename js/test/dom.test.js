@@ -101,7 +101,7 @@ function click(x, y) {
 }
 
 installDocument();
-const { Scope, gridPointer, h, labelledSelect, mountRoot, textLines } = await import("../src/dom.js");
+const { Scope, bindControl, gridPointer, h, labelledSelect, mountRoot, onCommit, textLines } = await import("../src/dom.js");
 const { layoutGrid, slotCenter } = await import("../src/grid.js");
 const constants = await import("../src/constants_data.js");
 const { SIGNS: OVERLAY_SIGNS } = await import("../src/overlay.js");
@@ -233,6 +233,78 @@ test("tile grid: a click selects a tile and a second click on it clears the sele
   assert.equal(state.slot, 6, "Enter selects the tile last clicked");
   grid.dispatchEvent(click(L.width + 5, 1));
   assert.equal(state.slot, 6, "a click beside the tiles does nothing");
+});
+
+/**
+ * A typed input and the values its commits saw.
+ * @param {string} type
+ */
+function typedInput(type) {
+  const scope = new Scope();
+  const input = /** @type {any} */ (h("input"));
+  input.type = type;
+  input.value = "";
+  /** @type {string[]} */
+  const commits = [];
+  onCommit(scope, input, () => commits.push(input.value));
+  /** @param {string} value typing: one "input" event per change of value */
+  const type_ = (value) => {
+    input.value = value;
+    input.dispatchEvent(new Event("input"));
+  };
+  return { scope, input, commits, type: type_, fire: (/** @type {string} */ name) => input.dispatchEvent(new Event(name)) };
+}
+
+test("a typed number commits on Enter (a notebook cell keeps Enter from firing change) and on change, once", () => {
+  const { scope, input, commits, type, fire } = typedInput("number");
+  type("5");
+  input.dispatchEvent(keydown("Enter"));
+  assert.deepEqual(commits, ["5"], "Enter commits");
+  fire("change"); // the input loses the focus: the value Enter committed is not committed again
+  input.dispatchEvent(keydown("Enter"));
+  assert.deepEqual(commits, ["5"], "nothing new: no second commit");
+  type("7");
+  input.dispatchEvent(keydown("a"));
+  fire("change");
+  assert.deepEqual(commits, ["5", "7"], "change commits without Enter; other keys commit nothing");
+  input.value = "5"; // the kernel set it back; typing the value Enter once committed commits it again
+  type("5");
+  input.dispatchEvent(keydown("Enter"));
+  assert.deepEqual(commits, ["5", "7", "5"]);
+  scope.dispose();
+  type("9");
+  input.dispatchEvent(keydown("Enter"));
+  fire("change");
+  assert.deepEqual(commits, ["5", "7", "5"], "no listener after cleanup");
+});
+
+test("a checkbox or a select commits on change only; bindControl commits typed inputs on Enter too", () => {
+  const box = typedInput("checkbox");
+  box.input.dispatchEvent(keydown("Enter"));
+  assert.deepEqual(box.commits, []);
+  box.fire("change");
+  box.fire("change");
+  assert.equal(box.commits.length, 2, "every change of a checkbox commits (its value is always \"on\")");
+  /** @type {Record<string, any>} */
+  const traits = {};
+  let saves = 0;
+  const model = { set: (/** @type {string} */ k, /** @type {any} */ v) => { traits[k] = v; }, save_changes: () => { saves += 1; } };
+  const scope = new Scope();
+  const input = /** @type {any} */ (h("input"));
+  input.type = "number";
+  bindControl(scope, model, input, "channel", { parse: Number });
+  input.value = "3";
+  input.dispatchEvent(new Event("input"));
+  input.dispatchEvent(keydown("Enter"));
+  input.dispatchEvent(new Event("change"));
+  assert.deepEqual([traits, saves], [{ channel: 3 }, 1]);
+  const slider = /** @type {any} */ (h("input"));
+  slider.type = "range";
+  bindControl(scope, model, slider, "layer", { event: "input" });
+  slider.value = "2";
+  slider.dispatchEvent(new Event("input"));
+  assert.deepEqual([traits, saves], [{ channel: 3, layer: "2" }, 2]);
+  scope.dispose();
 });
 
 test("the generated choice lists are the ones the views use", () => {

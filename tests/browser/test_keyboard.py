@@ -302,6 +302,8 @@ def run_keyboard_checks(page: Page) -> None:
     for key in ("ArrowLeft", "ArrowRight", "Home", "End"):  # the caret moves; the number stays
         keys.press(number, key, value="20", what="av n_samples")
     keys.probe("av-options", "{'n_samples': 20}")
+    number.fill("35")  # typed, then Enter commits it (a notebook cell keeps Enter from firing "change")
+    keys.press(number, "Enter", value="35", probe=("av-options", "{'n_samples': 35}"), what="av n_samples typed")
 
     # -- ActivationBrowser: layer slider, selects, overlay opacity, the channel grid -----------------
     ab = page.locator(AB)

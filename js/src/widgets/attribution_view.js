@@ -6,7 +6,7 @@
 import { decode, decodeImage } from "../codec.js";
 import { isDiverging, lut } from "../colormap.js";
 import {
-  Scope, bindControl, colorLegend, fmt, h, labelledSelect, markPainted, mountRoot, setOptions, showTooltip,
+  Scope, bindControl, colorLegend, fmt, h, labelledSelect, markPainted, mountRoot, onCommit, setOptions, showTooltip,
   textLines, tooltipBox,
 } from "../dom.js";
 import { heatmapControls } from "../heatmap_controls.js";
@@ -101,7 +101,7 @@ function optionControl(opt, value, onChange, scope) {
       if (opt.max !== null) num.max = String(opt.max);
       num.placeholder = opt.default === null ? "auto" : String(opt.default);
       num.value = current === null || current === undefined ? "" : String(current);
-      scope.listen(num, "change", () => {
+      onCommit(scope, num, () => {
         const raw = num.value.trim();
         onChange(raw === "" ? undefined : Number(raw));
       });

@@ -5,7 +5,7 @@
 
 import { decode, decodeImage } from "../codec.js";
 import {
-  Scope, accentColor, h, labelledSelect, markPainted, mountRoot, outlineSlot, publishLayout, setOptions,
+  Scope, accentColor, h, labelledSelect, markPainted, mountRoot, onCommit, outlineSlot, publishLayout, setOptions,
   showTooltip, suppressShortcuts, tooltipBox,
 } from "../dom.js";
 import { blitTiles, hitTest, layoutGrid, packRGB, stepSlot } from "../grid.js";
@@ -208,13 +208,13 @@ function renderView(model, el) {
     save();
   });
   const channelMax = () => Math.max(0, Number(model.get("channels")) - 1);
-  scope.listen(channelNum, "change", () => sendInt(channelNum, "channel", 0, channelMax()));
+  onCommit(scope, channelNum, () => sendInt(channelNum, "channel", 0, channelMax()));
   scope.listen(channelSlider, "change", () => sendInt(channelSlider, "channel", 0, channelMax()));
   scope.listen(channelSlider, "input", () => {
     channelNum.value = channelSlider.value; // the number follows while dragging; the kernel hears the release
   });
-  scope.listen(stepsNum, "change", () => sendInt(stepsNum, "steps", 1, Infinity));
-  scope.listen(seedNum, "change", () => sendInt(seedNum, "seed", 0, Number.MAX_SAFE_INTEGER));
+  onCommit(scope, stepsNum, () => sendInt(stepsNum, "steps", 1, Infinity));
+  onCommit(scope, seedNum, () => sendInt(seedNum, "seed", 0, Number.MAX_SAFE_INTEGER));
   scope.listen(run, "click", () => model.send({ type: "run" }));
   scope.listen(cancel, "click", () => model.send({ type: "cancel" }));
 

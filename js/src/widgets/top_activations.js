@@ -4,7 +4,7 @@
 
 import { decode } from "../codec.js";
 import { colorRange, isDiverging, lut } from "../colormap.js";
-import { Scope, bindControl, fmt, h, labelledSelect, markPainted, mountRoot, setOptions } from "../dom.js";
+import { Scope, bindControl, fmt, h, labelledSelect, markPainted, mountRoot, onCommit, setOptions } from "../dom.js";
 import { DATASET_CSS, busyRow, channelOrder, patchPixels } from "../dataset_views.js";
 import { filterTiles } from "../filters.js";
 import { colorizeRgb, colorizeScalar, packLut } from "../grid.js";
@@ -198,7 +198,7 @@ function renderTopActivations(model, el) {
     const c = order[Number(slider.value)];
     if (c !== undefined) setChannel(c);
   });
-  /** Take the index typed in the box (on change, and on Enter: JupyterLab keeps Enter from committing it). */
+  /** Take the index typed in the box. */
   const commitNumber = () => {
     const c = Math.trunc(Number(number.value));
     const count = loaded?.channels ?? 0;
@@ -208,10 +208,7 @@ function renderTopActivations(model, el) {
       number.value = String(model.get("channel"));
     }
   };
-  scope.listen(number, "change", commitNumber);
-  scope.listen(number, "keydown", (/** @type {KeyboardEvent} */ e) => {
-    if (e.key === "Enter") commitNumber();
-  });
+  onCommit(scope, number, commitNumber);
   scope.listen(opacity, "input", paint);
   bindControl(scope, model, layerSel.select, "layer");
   bindControl(scope, model, sortSel.select, "sort");
