@@ -149,13 +149,16 @@ def compose(rows: Sequence[Sequence[np.ndarray]]) -> np.ndarray:
 
 def layout_grid(
     count: int, tile_h: int, tile_w: int, cols: int | None = None, max_width: int = 640, max_cell: int = 96,
-    min_cell: int = 8,
+    min_cell: int = 8, scale: float = 1.0,
 ) -> dict[str, int]:
-    """grid.js layoutGrid: square cells, tiles magnified by a whole factor when they fit."""
+    """grid.js layoutGrid: square cells, tiles magnified by a whole factor when they fit; the size
+    limits times ``scale`` (the view's ``font_scale``)."""
     n = max(0, int(count))
     c = max(1, min(n or 1, cols if cols is not None else int(np.ceil(np.sqrt(n)))))
     rows = -(-n // c)
-    budget = max(min_cell, min(max_cell, max_width // c))
+    k = scale if np.isfinite(scale) and scale > 0 else 1.0
+    width, most, least = (int(np.floor(v * k)) for v in (max_width, max_cell, min_cell))
+    budget = max(least, min(most, width // c))
     gap = 2 if budget >= 16 else 1
     inner = budget - gap
     big = max(tile_h, tile_w, 1)
@@ -613,7 +616,7 @@ def activation_browser_image(widget: Any) -> np.ndarray:
     mode = "layer" if vector and widget.scale == "channel" else widget.scale
     lo, hi = colormap.tile_ranges(mode, mins, maxs, colormap.is_diverging(cmap), tuple(widget._meta["global"]))
     tiles = colormap.apply(values, lo[:, None], hi[:, None], cmap).reshape(count, tile_h, tile_w, 3)
-    L = layout_grid(count, tile_h, tile_w, cols=min(count, VECTOR_COLS) if vector else None)
+    L = layout_grid(count, tile_h, tile_w, cols=min(count, VECTOR_COLS) if vector else None, scale=widget.font_scale)
     order = _sort_order(widget.sort, values.astype(np.float64).mean(axis=1), np.asarray(maxs, np.float64), count)
     grid = blit_tiles(L, tiles, order)
     ch = widget.channel
@@ -664,7 +667,7 @@ def filter_grid_image(widget: Any) -> np.ndarray:
     mode = "layer" if widget.scale == "layer" else "channel"
     lo, hi = colormap.tile_ranges(mode, mins, maxs, not rgb and colormap.is_diverging(cmap))
     tiles = filter_colours(values, rgb, lo, hi, (kh, kw), cmap)
-    L = layout_grid(O, kh, kw, **FILTER_GRID)
+    L = layout_grid(O, kh, kw, **FILTER_GRID, scale=widget.font_scale)
     grid = blit_tiles(L, tiles, range(O))
     sel = int(widget.selected)
     row = [grid]
@@ -673,7 +676,8 @@ def filter_grid_image(widget: Any) -> np.ndarray:
         own = weights[sel].reshape(I, size)
         a, b = colormap.color_range(float(own.min()), float(own.max()), colormap.is_diverging(cmap))
         detail = colormap.apply(own, a, b, cmap).reshape(I, kh, kw, 3)
-        row.append(blit_tiles(layout_grid(I, kh, kw, cols=I if I <= 4 else None, **FILTER_DETAIL), detail, range(I)))
+        L = layout_grid(I, kh, kw, cols=I if I <= 4 else None, **FILTER_DETAIL, scale=widget.font_scale)
+        row.append(blit_tiles(L, detail, range(I)))
     return compose([row])
 
 
@@ -877,14 +881,15 @@ def training_monitor_image(widget: Any, snapshot: int = -1, layer: str | None = 
     O, _, kh, kw = weights.shape
     values, rgb = filter_tiles(weights, -1, int(widget._convs[layer].groups))
     lo, hi = colormap.tile_ranges("channel", *_slice_range(values, O), not rgb and colormap.is_diverging("RdBu_r"))
-    L = layout_grid(O, kh, kw, max_width=TRAINING_GRID_WIDTH, max_cell=TRAINING_FILTER_CELL)
+    L = layout_grid(O, kh, kw, max_width=TRAINING_GRID_WIDTH, max_cell=TRAINING_FILTER_CELL, scale=widget.font_scale)
     filters = blit_tiles(L, filter_colours(values, rgb, lo, hi, (kh, kw), "RdBu_r"), range(O))
     acts = wire.decode(a_msg).astype(np.float32)
     C, ah, aw = acts.shape
     mins, maxs = wire.extrema(a_msg)
     lo, hi = colormap.tile_ranges("channel", mins, maxs, False)
     tiles = colormap.apply(acts.reshape(C, -1), lo[:, None], hi[:, None], "viridis").reshape(C, ah, aw, 3)
-    grid = blit_tiles(layout_grid(C, ah, aw, max_width=TRAINING_GRID_WIDTH, max_cell=TRAINING_ACTIVATION_CELL),
+    grid = blit_tiles(layout_grid(C, ah, aw, max_width=TRAINING_GRID_WIDTH, max_cell=TRAINING_ACTIVATION_CELL,
+                                  scale=widget.font_scale),
                       tiles, range(C))
     return compose([[filters, grid, wire.decode(widget._canvas._probe[image])]])
 

@@ -213,7 +213,9 @@ def test_python_tile_grid_equals_the_browsers():
     rng = np.random.default_rng(7)
     requests, cases = [], []
     for count, th, tw, extra in [(16, 8, 8, {}), (5, 3, 3, {"maxWidth": 560, "maxCell": 64}), (40, 1, 1, {"cols": 32}),
-                                 (3, 200, 120, {}), (7, 5, 9, {"cols": 4, "maxWidth": 240})]:
+                                 (3, 200, 120, {}), (7, 5, 9, {"cols": 4, "maxWidth": 240}),
+                                 (16, 3, 3, {"maxWidth": 560, "maxCell": 64, "scale": 1.5}),
+                                 (64, 16, 16, {"scale": 1.3}), (9, 5, 5, {"maxWidth": 240, "scale": 2.5})]:
         v = rng.standard_normal(count * th * tw).astype(np.float32)
         order = rng.permutation(count).tolist()
         layout = {"count": count, "tileH": th, "tileW": tw, **extra}
@@ -221,7 +223,7 @@ def test_python_tile_grid_equals_the_browsers():
         requests.append({"op": "grid", "layout": layout, "values": _as_json(v), "lo": -1.0, "hi": 1.5,
                          "name": "magma", "order": order})
     for (v, count, th, tw, extra, order), js in zip(cases, run_js(requests)):
-        keys = {"cols": "cols", "maxWidth": "max_width", "maxCell": "max_cell"}
+        keys = {"cols": "cols", "maxWidth": "max_width", "maxCell": "max_cell", "scale": "scale"}
         L = export.layout_grid(count, th, tw, **{keys[k]: x for k, x in extra.items()})
         assert L == js["L"]
         tiles = colormap.apply(v, -1.0, 1.5, "magma").reshape(count, th, tw, 3)

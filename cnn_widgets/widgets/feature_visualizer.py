@@ -436,7 +436,8 @@ class FeatureVisualizer(Panel, anywidget.AnyWidget):
                     cached = self._jobs.cached(self._key(c, options))
                     if cached is not None:
                         tiles[c] = cached.numpy()
-                layout = export.layout_grid(count, h, w, max_width=GRID_WIDTH, max_cell=GRID_CELL)
+                layout = export.layout_grid(count, h, w, max_width=GRID_WIDTH, max_cell=GRID_CELL,
+                                            scale=self.font_scale)
                 canvas = export.blit_tiles(layout, tiles, list(range(count)))
                 if 0 <= self.channel < count:
                     export.outline_slot(canvas, layout, self.channel)

@@ -23,16 +23,19 @@ import { colorIndex } from "./colormap.js";
 /**
  * Lay out `count` tiles of tileH×tileW source pixels in square cells.
  * Tiles are magnified by a whole factor when they fit (crisp nearest-neighbour pixels), otherwise
- * shrunk to the cell; cells are at most `maxCell` and the grid aims at `maxWidth`.
+ * shrunk to the cell; cells are at most `maxCell` and the grid aims at `maxWidth`, both (and `minCell`)
+ * times `scale`: the view's font_scale, so tiles grow with the text on a projector.
  * @param {{count: number, tileH: number, tileW: number, cols?: number, maxWidth?: number,
- *   maxCell?: number, minCell?: number}} opts
+ *   maxCell?: number, minCell?: number, scale?: number}} opts
  * @returns {Layout}
  */
-export function layoutGrid({ count, tileH, tileW, cols, maxWidth = 640, maxCell = 96, minCell = 8 }) {
+export function layoutGrid({ count, tileH, tileW, cols, maxWidth = 640, maxCell = 96, minCell = 8, scale = 1 }) {
   const n = Math.max(0, count | 0);
   const c = Math.max(1, Math.min(n || 1, cols ?? Math.ceil(Math.sqrt(n))));
   const rows = Math.ceil(n / c);
-  const budget = Math.max(minCell, Math.min(maxCell, Math.floor(maxWidth / c)));
+  const k = Number.isFinite(scale) && scale > 0 ? scale : 1;
+  const [width, most, least] = [maxWidth, maxCell, minCell].map((v) => Math.floor(v * k));
+  const budget = Math.max(least, Math.min(most, Math.floor(width / c)));
   const gap = budget >= 16 ? 2 : 1;
   const inner = budget - gap;
   const big = Math.max(tileH, tileW, 1);

@@ -36,6 +36,18 @@ test("layout: small tiles are magnified by a whole factor, big ones shrunk to th
   assert.ok(capped.cell <= 40);
 });
 
+test("layout: a projector scale grows the cells and the grid with it; a bad scale counts as 1", () => {
+  const filters = { count: 16, tileH: 3, tileW: 3, maxWidth: 560, maxCell: 64 };
+  const base = layoutGrid(filters);
+  assert.deepEqual([base.drawW, base.cell], [60, 62]); // a 64 px budget: 3 px × 20, plus the gap
+  const big = layoutGrid({ ...filters, scale: 1.5 });
+  assert.deepEqual([big.drawW, big.cell, big.cols], [93, 95, 4]); // 96 px: 3 px × 31
+  assert.ok(big.drawW / base.drawW >= 1.5 - 3 / base.drawW, "whole-factor tiles grow as much as they can");
+  const channels = { count: 64, tileH: 16, tileW: 16 };
+  assert.deepEqual([layoutGrid(channels).drawW, layoutGrid({ ...channels, scale: 1.5 }).drawW], [64, 112]);
+  for (const bad of [NaN, -1, 0, Infinity]) assert.deepEqual(layoutGrid({ ...filters, scale: bad }), base, String(bad));
+});
+
 test("slot centres (DOM contract) hit the slot they belong to; gaps outside the grid miss", () => {
   const L = layoutGrid({ count: 10, tileH: 5, tileW: 5 });
   for (let slot = 0; slot < 10; slot++) {

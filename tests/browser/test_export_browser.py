@@ -25,8 +25,9 @@ AB, FG, AV = ".cnnw-activation-browser", ".cnnw-filter-grid", ".cnnw-attribution
 CMP, CE, MS = ".cnnw-compare", ".cnnw-conv-explainer", ".cnnw-model-summary"
 
 
-def views_cell(out: Path, channel: int) -> str:
-    """ShapesNet views, each written with to_png into ``out`` before it is displayed."""
+def views_cell(out: Path, channel: int, ab_scale: float = 1.0) -> str:
+    """ShapesNet views, each written with to_png into ``out`` before it is displayed (the FilterGrid at
+    projector scale: its tiles grow with its text, on screen and in the PNG alike)."""
     return f"""\
 from pathlib import Path
 from cnn_widgets.zoo import load_shapesnet, shapes_dataset
@@ -37,8 +38,8 @@ torch.set_num_threads(1)
 out = Path({str(out)!r})
 model = load_shapesnet()
 images, _, _ = shapes_dataset(2, seed=3)
-ab = ActivationBrowser(model, images[0], layer="features.conv2", channel={channel}, colormap="magma")
-fg = FilterGrid(model, "features.conv1", colormap="RdBu_r")
+ab = ActivationBrowser(model, images[0], layer="features.conv2", channel={channel}, colormap="magma", font_scale={ab_scale})
+fg = FilterGrid(model, "features.conv1", colormap="RdBu_r", font_scale=1.5)
 fg.selected = 5
 av = AttributionView(model, images[1], "grad_cam", sign="all", opacity=0.6)
 av.wait()
@@ -81,6 +82,13 @@ def test_save_png_button_downloads_what_to_png_writes(open_voila: Callable[..., 
         assert_same(saved_png(page, root), png(tmp_path / f"{name}.png"), name)
         record = json.loads((tmp_path / f"{name}.png.json").read_text())
         assert record["model"].endswith("ShapesNet") and record["versions"]["torch"] == torch.__version__
+    # the filter tiles at scale 1.5 are larger than at scale 1, on screen as in the PNG
+    from cnn_widgets import export, zoo
+
+    O, _, kh, kw = zoo.load_shapesnet().features.conv1.weight.shape
+    width = page.locator(f"{FG} canvas.cnnw-grid").evaluate("(c) => c.width")
+    grid = export.FILTER_GRID
+    assert width == export.layout_grid(O, kh, kw, **grid, scale=1.5)["width"] > export.layout_grid(O, kh, kw, **grid)["width"]
     # the on-screen overlay canvas itself (not only the composed download) equals Python's pixels
     data = page.locator(f"{AV} canvas.cnnw-overlay").evaluate(
         "(c) => Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data)")
@@ -89,9 +97,9 @@ def test_save_png_button_downloads_what_to_png_writes(open_voila: Callable[..., 
 
 
 def test_save_png_with_a_channel_selected(open_voila: Callable[..., Page], tmp_path: Path) -> None:
-    """With a channel selected the grid (and its outline) is exact; the enlarged view's smoothed heat layer
-    is the browser's own filter, so it is only close."""
-    page = open_voila([views_cell(tmp_path, 3)], ready=f"{AV}[data-paint-count]")
+    """With a channel selected the grid (and its outline) is exact, at a projector scale too; the enlarged
+    view's smoothed heat layer is the browser's own filter, so it is only close."""
+    page = open_voila([views_cell(tmp_path, 3, ab_scale=1.3)], ready=f"{AV}[data-paint-count]")
     wait_painted(page)
     got, want = saved_png(page, AB), png(tmp_path / "ab.png")
     assert got.shape == want.shape

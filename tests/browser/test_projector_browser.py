@@ -183,3 +183,49 @@ def test_opacity_shows_its_value_and_options_have_human_labels(
     names = ["nt_samples", "stdevs", "nt_samples_batch_size", "abs"]
     assert [t.split(":")[0] for t in titles] == names, titles
     assert all(len(t) > len(n) + 10 for t, n in zip(titles, names)), titles  # the name and what it does
+
+
+def test_style_grows_the_tiles_of_the_grids_on_screen(page: Page, open_voila: Callable[..., Page]) -> None:
+    """Tiles are part of what a projector must show: ``style(scale=1.5)`` makes the filter and channel
+    tiles of the views on screen larger (laid out as ``export.layout_grid`` says, so clicks and the
+    save PNG button still match), and the tile clicked afterwards is the tile under the pointer."""
+    from cnn_widgets import export
+
+    page.set_viewport_size(SCREEN)
+    open_voila([
+        SHAPES + "fg = cnn_widgets.FilterGrid(model, 'features.conv1')\n"
+        "ab = cnn_widgets.ActivationBrowser(model, images[0], layer='features.conv2')\n"
+        "fg.add_class('fg'); ab.add_class('ab')\n"
+        "button = W.Button(description='projector')\n"
+        "button.add_class('projector')\n"
+        "from cnn_widgets.style import style\n"
+        "button.on_click(lambda _: style(scale=1.5))\n"
+        "shape = next(m['shape'] for m in ab._meta['layers'] if m['name'] == 'features.conv2')\n"
+        "display(button, fg, ab, mirror(ab, 'channel', 'channel'),\n"
+        "        probe('fg-shape', 'x'.join(map(str, model.features.conv1.weight.shape))),\n"
+        "        probe('ab-shape', 'x'.join(map(str, shape))))",
+    ], ready=".ab .cnnw-root[data-paint-count]")
+    O, _, kh, kw = (int(v) for v in page.inner_text(".probe-fg-shape").split("x"))
+    C, h, w = (int(v) for v in page.inner_text(".probe-ab-shape").split("x"))
+    fg, ab = page.locator(".fg canvas.cnnw-grid"), page.locator(".ab canvas.cnnw-grid")
+
+    def layouts(scale: float) -> tuple[dict[str, int], dict[str, int]]:
+        return export.layout_grid(O, kh, kw, **export.FILTER_GRID, scale=scale), export.layout_grid(C, h, w, scale=scale)
+
+    def widths() -> list[int]:
+        return [grid.evaluate("(c) => [c.width, Number(c.dataset.cell)]") for grid in (fg, ab)]
+
+    small, big = layouts(1.0), layouts(1.5)
+    assert widths() == [[L["width"], L["cell"]] for L in small]
+    page.locator(".projector button, button.projector").first.click()
+    expect(fg).to_have_attribute("data-cell", str(big[0]["cell"]), timeout=30_000)
+    expect(ab).to_have_attribute("data-cell", str(big[1]["cell"]), timeout=30_000)
+    assert widths() == [[L["width"], L["cell"]] for L in big]
+    assert big[0]["drawW"] > small[0]["drawW"] and big[1]["drawW"] > small[1]["drawW"]
+    # a click lands on the tile drawn under it at the new size
+    L = big[1]
+    slot = min(5, C - 1)
+    ab.scroll_into_view_if_needed()
+    ab.click(position={"x": (slot % L["cols"] + 0.5) * L["cell"], "y": (slot // L["cols"] + 0.5) * L["cell"]})
+    order = [int(v) for v in ab.evaluate("(c) => c.dataset.order").split(",")]
+    expect(page.locator(".probe-channel")).to_have_text(str(order[slot]), timeout=30_000)

@@ -12,7 +12,7 @@ import {
 import { blitTiles, colorizeScalar, layoutGrid, packLut, sortOrder } from "../grid.js";
 import { detailSize, paintColorbar, paintDetail, pixelsCanvas, rgbToRgba } from "../overlay.js";
 import { LayerStore } from "../store.js";
-import { bindScale } from "../scale.js";
+import { bindScale, scaleOf } from "../scale.js";
 
 const VECTOR_COLS = 32;
 /** Menu text of the scale modes (the modes themselves: ACTIVATION_SCALES). @type {Record<string, string>} */
@@ -28,7 +28,7 @@ const DETAIL_SIDE = 320;
 function renderBrowser(model, el, store) {
   const scope = new Scope();
   const root = mountRoot(el, "cnnw-activation-browser");
-  bindScale(model, root, scope);
+  bindScale(model, root, scope, () => paint()); // tiles grow with the text
 
   const slider = /** @type {HTMLInputElement} */ (h("input", {
     className: "cnnw-layer-slider",
@@ -144,7 +144,9 @@ function renderBrowser(model, el, store) {
     const mode = vector && model.get("scale") === "channel" ? "layer" : model.get("scale");
     const { lo, hi } = tileRanges(mode, layer.min, layer.max, isDiverging(model.get("colormap")), store.meta.global);
     const tiles = colorizeScalar(values, count, lo, hi, colors(), shown?.tiles);
-    const L = layoutGrid({ count, tileH, tileW, cols: vector ? Math.min(count, VECTOR_COLS) : undefined });
+    const L = layoutGrid({
+      count, tileH, tileW, cols: vector ? Math.min(count, VECTOR_COLS) : undefined, scale: scaleOf(model.get("font_scale")),
+    });
     const order = sortOrder(model.get("sort"), layer, count);
     publishLayout(grid, L, order);
     if (img?.width !== L.width || img.height !== L.height) {

@@ -10,7 +10,7 @@ import {
 } from "../dom.js";
 import { blitTiles, hitTest, layoutGrid, packRGB, stepSlot } from "../grid.js";
 import { fitCanvas, rgbToRgba } from "../overlay.js";
-import { bindScale } from "../scale.js";
+import { bindScale, scaleOf } from "../scale.js";
 
 const DISPLAY_SIDE = 256;
 const GRID_WIDTH = 640;
@@ -94,7 +94,7 @@ function renderView(model, el) {
   const scope = new Scope();
   const root = mountRoot(el, "cnnw-feature-visualizer");
   el.insertBefore(h("style", { text: VIEW_CSS }), root);
-  bindScale(model, root, scope);
+  bindScale(model, root, scope, () => paintGrid()); // tiles grow with the text
 
   const layerSel = labelledSelect("layer", "cnnw-layer", []);
   const objectiveSel = labelledSelect("objective", "cnnw-objective",
@@ -282,7 +282,7 @@ function renderView(model, el) {
     gridCaption.hidden = !show;
     if (!show) return;
     const { count, h: th, w: tw, tiles } = gridState;
-    const L = layoutGrid({ count, tileH: th, tileW: tw, maxWidth: GRID_WIDTH, maxCell: GRID_CELL });
+    const L = layoutGrid({ count, tileH: th, tileW: tw, maxWidth: GRID_WIDTH, maxCell: GRID_CELL, scale: scaleOf(model.get("font_scale")) });
     const order = Int32Array.from({ length: count }, (_, i) => i);
     publishLayout(grid, L, order);
     const img = gctx.createImageData(L.width, L.height);

@@ -11,7 +11,7 @@ import {
 import { filterTiles, isRgbLayer } from "../filters.js";
 import { blitTiles, colorizeRgb, colorizeScalar, layoutGrid, packLut } from "../grid.js";
 import { paintColorbar } from "../overlay.js";
-import { bindScale } from "../scale.js";
+import { bindScale, scaleOf } from "../scale.js";
 
 const GRID_WIDTH = 560;
 const GRID_CELL = 64;
@@ -27,7 +27,7 @@ const SCALE_TEXT = { filter: "per filter", layer: "per layer" };
 function renderFilterGrid(model, el) {
   const scope = new Scope();
   const root = mountRoot(el, "cnnw-filter-grid");
-  bindScale(model, root, scope);
+  bindScale(model, root, scope, () => paint()); // tiles grow with the text
 
   const layerSel = labelledSelect("layer", "cnnw-layer-select", []);
   const inputSel = labelledSelect("input channel", "cnnw-input-channel", []);
@@ -117,7 +117,9 @@ function renderFilterGrid(model, el) {
     const pixels = tiles.rgb
       ? colorizeRgb(tiles.values, tiles.count, lo, hi)
       : colorizeScalar(tiles.values, tiles.count, lo, hi, packLut(lut(cmap)));
-    const L = layoutGrid({ count: tiles.count, tileH: kh, tileW: kw, maxWidth: GRID_WIDTH, maxCell: GRID_CELL });
+    const L = layoutGrid({
+      count: tiles.count, tileH: kh, tileW: kw, maxWidth: GRID_WIDTH, maxCell: GRID_CELL, scale: scaleOf(model.get("font_scale")),
+    });
     const order = Int32Array.from({ length: tiles.count }, (_, i) => i);
     publishLayout(grid, L, order);
     const img = ctx.createImageData(L.width, L.height);
@@ -161,7 +163,9 @@ function renderFilterGrid(model, el) {
     const [lo, hi] = colorRange(a, b, isDiverging(cmap));
     barLo.textContent = fmt(lo);
     barHi.textContent = fmt(hi);
-    const L = layoutGrid({ count: I, tileH: kh, tileW: kw, cols: I <= 4 ? I : undefined, maxWidth: DETAIL_WIDTH, maxCell: 96 });
+    const L = layoutGrid({
+      count: I, tileH: kh, tileW: kw, cols: I <= 4 ? I : undefined, maxWidth: DETAIL_WIDTH, maxCell: 96, scale: scaleOf(model.get("font_scale")),
+    });
     const pixels = colorizeScalar(values, I, new Float64Array(I).fill(lo), new Float64Array(I).fill(hi), packLut(table));
     detail.width = L.width;
     detail.height = L.height;

@@ -10,7 +10,7 @@ import { Scope, fmt, h, labelledSelect, markPainted, mountRoot, publishLayout, s
 import { filterTiles } from "../filters.js";
 import { blitTiles, colorizeRgb, colorizeScalar, layoutGrid, packLut } from "../grid.js";
 import { fitCanvas, pixelsCanvas, rgbToRgba } from "../overlay.js";
-import { bindScale } from "../scale.js";
+import { bindScale, scaleOf } from "../scale.js";
 
 const FILTER_COLORMAP = "RdBu_r";
 const ACTIVATION_COLORMAP = "viridis";
@@ -139,7 +139,7 @@ function blit(canvas, L, pixels) {
 function renderMonitor(model, el) {
   const scope = new Scope();
   const root = mountRoot(el, "cnnw-training-monitor");
-  bindScale(model, root, scope);
+  bindScale(model, root, scope, () => paint()); // tiles grow with the text
   const store = new SnapshotStore();
 
   const slider = /** @type {HTMLInputElement} */ (h("input", {
@@ -235,13 +235,14 @@ function renderMonitor(model, el) {
     const fr = tileRanges("channel", tiles.min, tiles.max, !tiles.rgb && isDiverging(FILTER_COLORMAP));
     const fpx = tiles.rgb ? colorizeRgb(tiles.values, tiles.count, fr.lo, fr.hi) : colorizeScalar(tiles.values, tiles.count, fr.lo, fr.hi, filterColors);
     const [, I, kh, kw] = wt.shape;
-    blit(filters, layoutGrid({ count: tiles.count, tileH: kh, tileW: kw, maxWidth: GRID_WIDTH, maxCell: 48 }), fpx);
+    const scale = scaleOf(model.get("font_scale"));
+    blit(filters, layoutGrid({ count: tiles.count, tileH: kh, tileW: kw, maxWidth: GRID_WIDTH, maxCell: 48, scale }), fpx);
     filtersCaption.textContent = `${tiles.count} filters × ${I} input channel${I === 1 ? "" : "s"} × ${kh}×${kw}`
       + (tiles.rgb ? " · RGB" : " · mean over inputs") + " · each on its own range";
     const av = decode(a);
     const [C, ah, aw] = av.shape;
     const ar = tileRanges("channel", av.min, av.max, false);
-    blit(acts, layoutGrid({ count: C, tileH: ah, tileW: aw, maxWidth: GRID_WIDTH, maxCell: 64 }), colorizeScalar(av.data, C, ar.lo, ar.hi, actColors));
+    blit(acts, layoutGrid({ count: C, tileH: ah, tileW: aw, maxWidth: GRID_WIDTH, maxCell: 64, scale }), colorizeScalar(av.data, C, ar.lo, ar.hi, actColors));
     actsCaption.textContent = `${C} channels · ${ah}×${aw} · each on its own range`;
     root.dataset.shownId = String(shown.id);
     root.dataset.shownEpoch = String(shown.epoch);
