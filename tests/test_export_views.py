@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 import archs
-from cnn_widgets import export, wire, zoo
+from cnn_widgets import export, model_lock, wire, zoo
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -247,7 +247,8 @@ def monitor(shapes):
     from cnn_widgets.widgets.training_monitor import TrainingMonitor
 
     model, images, _ = shapes
-    net = copy.deepcopy(model)  # trained below: not the shared model
+    with model_lock(model):  # trained below: not the shared model; no run's hooks copied (README)
+        net = copy.deepcopy(model)
     view = TrainingMonitor(net, probe=images[:2], layers=["features.conv1", "features.conv2"])
     opt = torch.optim.SGD(net.parameters(), lr=0.5)
     loss = torch.nn.functional.cross_entropy(net(images[:3]), torch.tensor([0, 1, 2]))

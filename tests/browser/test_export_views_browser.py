@@ -38,7 +38,7 @@ def exports(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """PNG and HTML exports of the five views on ShapesNet (a method and a class named with markup)."""
     import copy
 
-    from cnn_widgets import zoo
+    from cnn_widgets import model_lock, zoo
     from cnn_widgets.widgets.channel_importance_view import ChannelImportance
     from cnn_widgets.widgets.class_heatmaps import ClassHeatmaps
     from cnn_widgets.widgets.metrics_view import Metrics
@@ -54,7 +54,8 @@ def exports(tmp_path_factory: pytest.TempPathFactory) -> Path:
         names = [XSS_NAME] + list(zoo.CLASSES[1:])
         metrics = Metrics(model, images[:2], {"grad_cam": "grad_cam", XSS_NAME: edges}, labels=names, masks=masks[:2],
                           steps=4, sample=1, randomize=["fc"])
-        net = copy.deepcopy(model)
+        with model_lock(model):  # Metrics is computing on it: copy no run's hooks (README)
+            net = copy.deepcopy(model)
         monitor = TrainingMonitor(net, probe=images[:2], layers=["features.conv1", "features.conv2"])
         monitor.step(1.0)
         monitor.epoch_end(accuracy=0.5)
