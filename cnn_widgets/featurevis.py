@@ -147,7 +147,8 @@ def visualize_feature(
     module doc for the method).
 
     ``objective``: ``"channel"`` — the mean activation of ``channel`` in ``layer``'s output (over all
-    positions; the first call when the module runs more than once); ``"neuron"`` — that channel at the
+    positions; its value for a (N, C) output such as a ``Linear``'s; the first call when the module runs
+    more than once); ``"neuron"`` — that channel at the
     centre position of a (N, C, H, W) output; ``"class"`` — the score of class ``channel`` (``layer`` is
     ignored; ``output=`` selects the scores of a structured output as in
     :func:`cnn_widgets.attribute`). ``channel`` may be a list of channels (or classes): they are
@@ -425,7 +426,8 @@ def _objective(
                     f"{tuple(out.shape)} (use objective='channel')"
                 )
             return out[rows, index, out.shape[2] // 2, out.shape[3] // 2].float()
-        return out[rows, index].flatten(1).float().mean(dim=1)
+        # (N, C) output: the channel's value itself; (N, C, ...): its mean over the positions
+        return out[rows, index].reshape(len(targets), -1).float().mean(dim=1)
 
     return score
 

@@ -159,6 +159,20 @@ def test_layers_that_cannot_be_visualised_are_clear_errors() -> None:
         FeatureVisualizer(fixed, "0", steps=1, size=32, lr=0)
 
 
+def test_channel_objective_on_a_linear_layer(untouched) -> None:
+    """A (N, C) layer (Linear, Flatten) is visualised with objective='channel' (the unit's value); 'neuron'
+    on it is a clear error."""
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)).eval()
+    with untouched(net):
+        viz = FeatureVisualizer(net, "3", 2, steps=2, size=16)
+        assert viz.wait(30) and viz.error == "", viz.error
+        assert viz.image is not None and viz.image.shape == (3, 16, 16)
+        viz.layer = "2"
+        assert viz.wait(30) and viz.error == "", viz.error
+    with pytest.raises(ValueError, match=r"objective='neuron' needs a layer with \(N, C, H, W\) output; '2'"):
+        viz.objective = "neuron"
+
+
 def test_images_in_progress_arrive_throttled_with_the_step_count() -> None:
     """The browser sees the image form: the first step's image at once, later ones at most every
     IMAGE_INTERVAL seconds (never one per step), each with its step; progress and step rise."""

@@ -212,6 +212,24 @@ def test_inplace_relu_after_the_layer(untouched):
     assert after > before + 0.15
 
 
+def test_channel_objective_on_a_layer_without_positions(untouched):
+    """objective='channel' on a (N, C) output (Flatten, Linear): the unit's value is the objective (it was
+    a raw IndexError). Here Linear unit 0 is red minus green, unit 1 green minus red."""
+    net = nn.Sequential(nn.Conv2d(3, 3, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 2)).eval()
+    with torch.no_grad():
+        net[0].weight.copy_(torch.eye(3)[:, :, None, None])
+        net[0].bias.zero_()
+        net[3].weight.copy_(torch.tensor([[1.0, -1.0, 0.0], [-1.0, 1.0, 0.0]]))
+        net[3].bias.zero_()
+    with untouched(net):
+        images = visualize_feature(net, "3", [0, 1], size=32, steps=16, lr=0.2)
+        red = visualize_feature(net, "2", 0, size=32, steps=16, lr=0.2)
+    with torch.no_grad():
+        units = net(images)
+    assert units[0, 0] > 0.05 and units[1, 1] > 0.05
+    assert red[0].mean() > red[1].mean() + 0.05 and red[0].mean() > red[2].mean() + 0.05
+
+
 def test_penalties_calm_the_image(model):
     from cnn_widgets.featurevis import _total_variation
 
