@@ -785,3 +785,39 @@ def test_no_view_overrides_an_ipywidgets_or_anywidget_member_by_accident():
     allowed = {"close", "_esm", "_css", "_model_name", "_view_name", "_model_module", "_view_module"}
     clashes = {c.__name__: sorted(set(vars(c)) & inherited - allowed) for c in classes}
     assert {k: v for k, v in clashes.items() if v} == {}
+
+
+def public_views() -> list[type]:
+    """Every widget class ``cnn_widgets`` exports."""
+    import inspect
+
+    import ipywidgets
+
+    import cnn_widgets
+
+    views = [getattr(cnn_widgets, n) for n in cnn_widgets.__all__]
+    return [v for v in views if inspect.isclass(v) and issubclass(v, ipywidgets.Widget)]
+
+
+def test_a_view_whose_constructor_failed_is_collected_quietly(monkeypatch):
+    """A view whose constructor raised (a missing argument, a TorchScript model) is garbage-collected
+    without Python printing "Exception ignored in: Widget.__del__ ... AttributeError" (its close() needed
+    attributes the constructor never set)."""
+    import gc
+    import sys
+
+    ignored: list[str] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: ignored.append(f"{u.object}: {u.exc_value!r}"))
+    from cnn_widgets import FeatureVisualizer
+
+    views = public_views()
+    assert len(views) >= 13
+    for view in views:
+        with pytest.raises(TypeError, match="missing"):
+            view()
+        gc.collect()
+    scripted = torch.jit.script(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()))
+    with pytest.raises(TypeError, match="TorchScript"):
+        FeatureVisualizer(scripted, "0", steps=1, size=16)
+    gc.collect()
+    assert ignored == []

@@ -31,6 +31,13 @@ class Panel(t.HasTraits):
         if "font_scale" not in kwargs:
             follow(self)
 
+    def __del__(self) -> None:
+        """Close a collected view as ipywidgets does, but only one that was opened: a view whose constructor
+        failed first (a missing or bad argument) has nothing to close, and its ``close()`` would need
+        attributes the constructor never set (Python prints that error as "Exception ignored in")."""
+        if getattr(self, "comm", None) is not None:
+            self.close()
+
     @t.default("font_scale")
     def _default_font_scale(self) -> float:
         return default_scale()
