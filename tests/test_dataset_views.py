@@ -61,12 +61,56 @@ def _pooled(pool: type[nn.Module]) -> nn.Module:
                          nn.Conv2d(4, 4, 3, stride=2, padding=0, dilation=3), nn.AdaptiveAvgPool2d((3, 2)))
 
 
+class ChannelsLastNorm(nn.LayerNorm):
+    """LayerNorm over the channels of an (N, C, H, W) map, through a channels-last permute (ConvNeXt)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class NextBlock(nn.Module):
+    """A ConvNeXt block: 7×7 depthwise conv, then LayerNorm and two Linears on the channels-last tensor."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.dwconv = nn.Conv2d(c, c, 7, padding=3, groups=c)
+        self.norm = nn.LayerNorm(c)
+        self.pwconv1 = nn.Linear(c, 4 * c)
+        self.pwconv2 = nn.Linear(4 * c, c)
+        self.gamma = nn.Parameter(torch.full((c,), 0.5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.dwconv(x).permute(0, 2, 3, 1)
+        y = self.gamma * self.pwconv2(F.gelu(self.pwconv1(self.norm(y))))
+        return x + y.permute(0, 3, 1, 2)
+
+
+class NextNet(nn.Module):
+    """A small ConvNeXt: 4×4/4 stem, channels-last norms, two blocks, a 2×2/2 downsampling, a 3×3 head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 4, stride=4)
+        self.norm = ChannelsLastNorm(8)
+        self.blocks = nn.Sequential(NextBlock(8), NextBlock(8))
+        self.down = nn.Sequential(ChannelsLastNorm(8), nn.Conv2d(8, 16, 2, stride=2))
+        self.head = nn.Conv2d(16, 16, 3, padding=1)
+        for m in self.modules():  # unequal scales: a LayerNorm's outputs summed over channels are not constant
+            if isinstance(m, nn.LayerNorm):
+                nn.init.uniform_(m.weight, 0.5, 1.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.down(self.blocks(self.norm(self.stem(x)))))
+
+
 CASES = {  # name → (model, model whose gradient shows the support, layers, input H×W)
     "stack": (lambda: _seeded(_stack), None, ["0", "2", "3", "4", "5", "6"], (37, 29)),
     "branches": (lambda: _seeded(Branches), None, ["stem", "wide", "head"], (23, 30)),
     # a max pool passes a gradient to one input only: its support is taken from the average-pool twin
     "max_pool": (lambda: _seeded(lambda: _pooled(nn.MaxPool2d)), lambda: _seeded(lambda: _pooled(nn.AvgPool2d)),
                  ["1", "2", "3"], (31, 26)),
+    "convnext": (lambda: _seeded(NextNet), None, ["norm", "blocks.0.dwconv", "blocks.0", "blocks.1", "down.1", "head"],
+                 (45, 38)),
 }
 
 
@@ -123,6 +167,69 @@ def test_field_size_and_stride_follow_the_arithmetic():
         r, j = r + (k - 1) * d * j, j * s
         rf = receptive_field(model, layer, (64, 64))
         assert rf.size == (r, r) and rf.stride == (j, j), layer
+
+
+def test_channels_last_steps_keep_the_field():
+    """ConvNeXt's permute → LayerNorm → Linear → permute is a 1×1 step: strides and windows stay those of
+    the convolutions (they grew by the map's size at each Linear, to windows of millions of pixels); a
+    layer whose output is channels-last gets its whole map's field, said in the notes."""
+    model = _seeded(NextNet)
+    expected = {"blocks.0": ((4, 4), (28, 28)), "blocks.1": ((4, 4), (52, 52)), "head": ((8, 8), (72, 72))}
+    for layer, (stride, size) in expected.items():
+        rf = receptive_field(model, layer, (64, 64))
+        assert rf.exact and (rf.stride, rf.size) == (stride, size), layer
+    rf = receptive_field(model, "blocks.1.pwconv1", (64, 64))
+    assert not rf.exact and "channels-last" in rf.notes[0] and rf.output_size == (1, 1)
+    assert rf.crop(0, 0).inside == (0, 64, 0, 64)
+
+
+def test_fields_never_compound_through_steps_not_read_geometrically():
+    """Upsampling (not read geometrically) then a stride-2 conv, six times: each position covers its
+    input's whole field, but the stride stays that of the map and the window within reach of the image."""
+
+    class UpDown(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.convs = nn.ModuleList(nn.Conv2d(3, 3, 3, stride=2, padding=1) for _ in range(6))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            for conv in self.convs:
+                x = conv(F.interpolate(x, scale_factor=2.0))
+            return x
+
+    rf = receptive_field(UpDown().eval(), "convs.5", (32, 32))
+    assert not rf.exact and rf.output_size == (32, 32)
+    assert rf.stride <= (2, 2) and -32 <= rf.window_rows.min() and rf.window_rows.max() < 64
+
+
+def test_patches_never_allocate_the_window():
+    """A window far larger than the image (an inexact field of a deep model) is drawn from the image part
+    alone: the patch is side×side, the image inside its box, no allocation the size of the window."""
+    from cnn_widgets.dataset.receptive import ReceptiveField
+    from cnn_widgets.widgets.top_activations import crop_patch
+
+    far = np.array([[-10**9, 10**9 - 1]])
+    rf = ReceptiveField("x", (8, 8), (1, 1), np.array([[0, 7]]), np.array([[0, 7]]), far, far, (1, 1), False)
+    picture = torch.rand(3, 8, 8, generator=torch.Generator().manual_seed(0))
+    patch, box = crop_patch(picture, rf, 0, 0, 16)
+    assert patch.shape == (3, 16, 16) and box == [8, 8, 8, 8]  # 8 px of 2e9: less than a patch pixel
+    assert not patch.any()
+    near = np.array([[-4, 11]])
+    rf = ReceptiveField("x", (8, 8), (1, 1), np.array([[0, 7]]), np.array([[0, 7]]), near, near, (1, 1), True)
+    patch, box = crop_patch(picture, rf, 0, 0, 16)
+    assert box == [4, 4, 12, 4 + 8] and torch.equal(patch[:, 4:12, 4:12], picture)
+    assert not patch[:, :4].any() and not patch[:, 12:].any()
+
+
+def test_top_activations_on_a_convnext(untouched):
+    model = _seeded(NextNet).float()
+    images = torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    for layer in ("blocks.1.dwconv", "head"):
+        with untouched(model):
+            view = TopActivations(model, images, layer, k=2, batch_size=3)
+            assert view.wait(120)
+        assert view.error == "", layer
+        assert view._patches["field"]["exact"] and view._patches["side"] <= 64
 
 
 def test_receptive_field_errors_and_fallback():

@@ -10,12 +10,16 @@ layer, one axis at a time. Per output row (and column) it keeps two intervals in
 * the *window*: the same interval on an unbounded input, i.e. where the field would reach if the image
   went on past its border — the part outside the image is what the views draw as padding.
 
-Pointwise steps (activations, BatchNorm in eval, additions, concatenation along channels) take the union of
-their inputs' fields. Spatial statistics are not part of a field: a normalisation over positions, or a
-globally pooled value broadcast back over the map (squeeze-and-excitation), is treated as pointwise /
-ignored, as the classic receptive field does. A step the trace cannot read geometrically (an upsampling, a
-custom spatial op) makes the result ``exact=False``: then each of its positions covers everything its
-inputs cover. A model fx cannot trace gets the whole image for every position, also ``exact=False``.
+Each field also knows which two dimensions of its tensor are the map's rows and columns, so a channels-last
+stretch (``x.permute(0, 2, 3, 1)`` → LayerNorm → Linear → permute back, as in ConvNeXt) keeps its field:
+permutes, transposes and ``movedim`` move the map's dimensions, and a Linear over the channels of such a
+tensor is a 1×1 step. Pointwise steps (activations, BatchNorm in eval, additions, concatenation along
+channels) take the union of their inputs' fields. Spatial statistics are not part of a field: a
+normalisation over positions, or a globally pooled value broadcast back over the map
+(squeeze-and-excitation), is treated as pointwise / ignored, as the classic receptive field does. A step
+the trace cannot read geometrically (an upsampling, a custom spatial op) makes the result ``exact=False``:
+then each of its positions covers everything its inputs cover, with a stride that spreads that extent over
+them (a field never compounds). A model fx cannot trace gets the whole image for every position, also ``exact=False``.
 """
 
 from __future__ import annotations
@@ -44,6 +48,11 @@ _POINTWISE = (
     nn.BatchNorm2d, nn.GroupNorm, nn.InstanceNorm2d, nn.LayerNorm, nn.LocalResponseNorm, nn.Softmax2d,
     nn.Softmax, nn.LogSoftmax, nn.Flatten, nn.Linear,
 )
+
+# Steps that only reorder a tensor's dimensions (the map's rows and columns move with them).
+_REORDER_METHODS = frozenset({"permute", "transpose", "swapaxes", "swapdims", "movedim", "moveaxis"})
+_REORDER_FUNCTIONS = (torch.permute, torch.transpose, torch.swapaxes, torch.swapdims, torch.movedim,
+                      torch.moveaxis)
 
 
 @dataclass
@@ -102,6 +111,12 @@ def _windowed(a: _Axis, out_size: int, kernel: int, stride: int, pad: int, dilat
     return _Axis(lo, hi, vlo, vhi, a.jump * stride)
 
 
+def _spread(a: _Axis, n: int) -> _Axis:
+    """``n`` positions that each cover all of the one position ``a``: their jump spreads its extent over
+    them (never grows), as upsampling would."""
+    return _Axis(*(np.repeat(v, n) for v in (a.lo, a.hi, a.vlo, a.vhi)), max(1, -(-a.jump // n)))
+
+
 def _adaptive(a: _Axis, out_size: int) -> _Axis:
     """Adaptive pooling: output i pools input ``floor(i·n/o)`` ‥ ``ceil((i+1)·n/o) − 1``."""
     n = a.size
@@ -120,9 +135,22 @@ class _Field:
 
     rows: _Axis
     cols: _Axis
+    dims: tuple[int, int] | None = None  # the tensor dimensions of rows and columns (None: no map)
 
     def whole(self) -> "_Field":
-        return _Field(self.rows.whole(), self.cols.whole())
+        return _Field(self.rows.whole(), self.cols.whole(), self.dims)
+
+    def aligned(self, own: tuple[int, ...] | None, shape: tuple[int, ...]) -> "_Field | None":
+        """This field on a tensor of ``shape`` made from this one's (``own``) by a step that keeps the map:
+        its dimensions counted from the last (as broadcasting and reshapes that add or drop leading
+        dimensions do), if the map's size is there; else ``None``."""
+        if self.dims is None or own is None:
+            return None
+        shift = len(shape) - len(own)
+        r, c = self.dims[0] + shift, self.dims[1] + shift
+        if min(r, c) < 0 or (shape[r], shape[c]) != (self.rows.size, self.cols.size):
+            return None
+        return _Field(self.rows, self.cols, (r, c))
 
 
 @dataclass(frozen=True)
@@ -271,6 +299,10 @@ class _Propagation:
             return _whole(layer, self.size, f"{layer!r} does not output a tensor computed from the input")
         if len(shape) < 4:
             found = found.whole()
+        elif found.dims != (len(shape) - 2, len(shape) - 1):  # e.g. a channels-last (N, H, W, C) output
+            self.notes.append(f"{layer!r} outputs its map channels-last: its positions are not (H, W) of a "
+                              "(N, C, H, W) map, so every position is given all of the map's field")
+            found = found.whole()
         r, c = found.rows, found.cols
         return ReceptiveField(
             layer, self.size, (r.size, c.size), np.stack([r.lo, r.hi], 1), np.stack([c.lo, c.hi], 1),
@@ -296,7 +328,7 @@ class _Propagation:
 
     def _field(self, node: fx.Node) -> _Field | None:
         if node.op == "placeholder":
-            return self._input_field() if not self.fields else None
+            return self._input_field(node) if not self.fields else None
         if node.op in ("get_attr", "output"):
             return None
         inputs = self._inputs(node)
@@ -305,52 +337,94 @@ class _Propagation:
         shape = _shape(node)
         if shape is None:  # a tuple, a size, a number: carries its inputs' fields, wholly
             return self._combine(inputs, None, node)
+        reordered = self._reordered(node, shape)
+        if reordered is not None:
+            return reordered
         geometry = self._geometry(node)
-        if geometry is not None:
-            source = self.fields[node.args[0]] if isinstance(node.args[0], fx.Node) else None
-            if source is None:
-                return None
+        source = self.fields.get(node.args[0]) if node.args and isinstance(node.args[0], fx.Node) else None
+        dims = (len(shape) - 2, len(shape) - 1)
+        if geometry is not None and source is not None and source.dims == dims:  # a channels-first map
             kind, args = geometry
             out_h, out_w = shape[-2], shape[-1]
             if kind == "window":
                 (kh, kw), (sh, sw), (pt, pl), (dh, dw) = args
-                return _Field(_windowed(source.rows, out_h, kh, sh, pt, dh), _windowed(source.cols, out_w, kw, sw, pl, dw))
-            return _Field(_adaptive(source.rows, out_h), _adaptive(source.cols, out_w))
+                rows, cols = _windowed(source.rows, out_h, kh, sh, pt, dh), _windowed(source.cols, out_w, kw, sw, pl, dw)
+                return _Field(rows, cols, dims)
+            return _Field(_adaptive(source.rows, out_h), _adaptive(source.cols, out_w), dims)
         return self._combine(inputs, shape, node)
 
-    def _input_field(self) -> _Field:
+    def _reordered(self, node: fx.Node, shape: tuple[int, ...]) -> _Field | None:
+        """The field after a step that only reorders dimensions (permute, transpose, movedim...): the
+        same field, on the dimensions the map's rows and columns moved to; ``None`` for any other step."""
+        if node.op == "call_method":
+            if node.target not in _REORDER_METHODS:
+                return None
+            step = lambda t, *a, **k: getattr(t, str(node.target))(*a, **k)  # noqa: E731
+        elif node.op == "call_function" and node.target in _REORDER_FUNCTIONS:
+            step = node.target
+        elif node.op == "call_function" and node.target is getattr and node.args[1:] == ("mT",):
+            step = lambda t: t.mT  # noqa: E731
+        else:
+            return None
+        tensor, rest = node.args[0], node.args[1:] if node.target is not getattr else ()
+        source = self.fields.get(tensor) if isinstance(tensor, fx.Node) else None
+        own = _shape(tensor) if isinstance(tensor, fx.Node) else None
+        if source is None or own is None or source.dims is None:
+            return None
+        nodes: list[fx.Node] = []
+        fx.node.map_arg((rest, node.kwargs), nodes.append)
+        if nodes:  # dimensions computed at run time
+            return None
+        probe = torch.empty(tuple(range(2, len(own) + 2)), device="meta")  # distinct sizes name the dimensions
+        try:
+            moved = [int(v) - 2 for v in step(probe, *rest, **node.kwargs).shape]
+        except Exception:  # noqa: BLE001 - not a pure reordering after all: read as any other step
+            return None
+        if sorted(moved) != list(range(len(own))) or len(moved) != len(shape):
+            return None
+        return _Field(source.rows, source.cols, (moved.index(source.dims[0]), moved.index(source.dims[1])))
+
+    def _input_field(self, node: fx.Node) -> _Field:
         def axis(n: int) -> _Axis:
             r = np.arange(n, dtype=np.int64)
             return _Axis(r, r.copy(), r.copy(), r.copy(), 1)
 
-        return _Field(axis(self.size[0]), axis(self.size[1]))
+        ndim = len(_shape(node) or (0, 0))
+        return _Field(axis(self.size[0]), axis(self.size[1]), (ndim - 2, ndim - 1))
 
     def _combine(self, inputs: list[fx.Node], shape: tuple[int, ...] | None, node: fx.Node) -> _Field:
         """A non-geometric step: pointwise when the spatial size is kept, else a reduction to all of it."""
         fields = [(self.fields[n], _shape(n)) for n in inputs]
-        if shape is not None and len(shape) >= 3:
-            h, w = shape[-2], shape[-1]
-            same = [f for f, s in fields if f is not None and s is not None and len(s) >= 3
-                    and (s[-2], s[-1]) == (h, w) and (f.rows.size, f.cols.size) == (h, w)]
-            if same:
-                if not self._pointwise(node):
-                    self.notes.append(f"{_describe(node, self.modules)} was taken to act on each position alone")
-                return _Field(_union([f.rows for f in same]), _union([f.cols for f in same]))
-            # a size the step made itself (upsampling, unknown op) or a broadcast from 1×1
-            if (h, w) != (1, 1) and all(not (s and len(s) >= 3 and (s[-2], s[-1]) == (1, 1)) for _, s in fields):
-                self.notes.append(f"{_describe(node, self.modules)} changes the map's size in a way not read "
-                                  "geometrically: each of its positions is given all of its input's field")
-            whole = [f.whole() for f, _ in fields if f is not None]
-            rows, cols = _union([f.rows for f in whole]), _union([f.cols for f in whole])
-            rep = lambda a, n: _Axis(*(np.repeat(v, n) for v in (a.lo, a.hi, a.vlo, a.vhi)), a.jump)  # noqa: E731
-            return _Field(rep(rows, h), rep(cols, w))
         whole = [f.whole() for f, _ in fields if f is not None]
-        return _Field(_union([f.rows for f in whole]), _union([f.cols for f in whole]))
+        if shape is None or len(shape) < 3:
+            return _Field(_union([f.rows for f in whole]), _union([f.cols for f in whole]))
+        kept = [a for a in (f.aligned(s, shape) for f, s in fields if f is not None) if a is not None]
+        kept = [a for a in kept if a.dims == kept[0].dims]
+        if kept and not self._mixes(node, shape, kept[0].dims):
+            if not self._pointwise(node):
+                self.notes.append(f"{_describe(node, self.modules)} was taken to act on each position alone")
+            return _Field(_union([f.rows for f in kept]), _union([f.cols for f in kept]), kept[0].dims)
+        h, w = shape[-2], shape[-1]
+        if kept:
+            self.notes.append(f"{_describe(node, self.modules)} mixes the positions of a row or column: each of "
+                              "its positions is given all of its input's field")
+        # a size the step made itself (upsampling, unknown op) or a broadcast from 1×1
+        elif (h, w) != (1, 1) and all(not (s and len(s) >= 3 and (s[-2], s[-1]) == (1, 1)) for _, s in fields):
+            self.notes.append(f"{_describe(node, self.modules)} changes the map's size in a way not read "
+                              "geometrically: each of its positions is given all of its input's field")
+        rows, cols = _union([f.rows for f in whole]), _union([f.cols for f in whole])
+        return _Field(_spread(rows, h), _spread(cols, w), (len(shape) - 2, len(shape) - 1))
 
     def _pointwise(self, node: fx.Node) -> bool:
         if node.op == "call_module":
             return isinstance(self.modules[str(node.target)], _POINTWISE)
         return True  # functions and methods that keep the spatial size (add, mul, cat, relu, ...)
+
+    def _mixes(self, node: fx.Node, shape: tuple[int, ...], dims: tuple[int, int] | None) -> bool:
+        """Whether ``node`` is a Linear over a dimension of the map (over channels it is a 1×1 step)."""
+        linear = (node.op == "call_module" and isinstance(self.modules[str(node.target)], nn.Linear)) or (
+            node.op == "call_function" and node.target is F.linear)
+        return linear and dims is not None and len(shape) - 1 in dims
 
     def _geometry(self, node: fx.Node) -> tuple[str, Any] | None:
         """("window", (kernel, stride, (pad_top, pad_left), dilation)) or ("adaptive", None) for a sliding

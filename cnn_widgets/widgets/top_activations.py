@@ -121,17 +121,21 @@ def patch_side(channels: int, k: int, window: int) -> int:
 def crop_patch(picture: torch.Tensor, rf: ReceptiveField, y: int, x: int, side: int) -> tuple[torch.Tensor, list[int]]:
     """The window of output position (y, x) cut from ``picture`` (C, H, W), zero outside the part
     of the image that influences it, resized to side×side; and that part's box in patch pixels
-    ``[top, left, bottom, right]`` (the rest is padding)."""
+    ``[top, left, bottom, right]`` (the rest is padding). Only that part of the image is resized into
+    its box, so however far the window reaches past the image, nothing larger than the image and the
+    patch is allocated."""
     crop = rf.crop(y, x)
     top, bottom, left, right = crop.inside
-    out = picture.new_zeros(picture.shape[0], crop.height, crop.width)
-    if bottom > top and right > left:
-        out[:, top - crop.top : bottom - crop.top, left - crop.left : right - crop.left] = picture[:, top:bottom, left:right]
     sy, sx = side / crop.height, side / crop.width
     box = [round((top - crop.top) * sy), round((left - crop.left) * sx), round((bottom - crop.top) * sy),
            round((right - crop.left) * sx)]
-    resized = F.interpolate(out[None], size=(side, side), mode="area" if crop.height >= side else "nearest")[0]
-    return resized, box
+    out = picture.new_zeros(picture.shape[0], side, side)
+    h, w = box[2] - box[0], box[3] - box[1]
+    if bottom > top and right > left and h > 0 and w > 0:
+        part = picture[None, :, top:bottom, left:right]
+        mode = "area" if part.shape[2] >= h and part.shape[3] >= w else "nearest"
+        out[:, box[0] : box[2], box[1] : box[3]] = F.interpolate(part, size=(h, w), mode=mode)[0]
+    return out, box
 
 
 class _Layer:
