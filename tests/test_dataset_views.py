@@ -368,6 +368,27 @@ def test_top_activations_channel_and_errors(model, data, scanned):
     assert "(N, C, H, W)" in flat.error
 
 
+def test_top_activations_refuses_a_channel_the_layer_lacks(untouched):
+    """channel=99 on a 16-channel layer was silently replaced by channel 0: it is refused as the other
+    views refuse it, naming the valid range — at once when the channel count is known without running the
+    model (a conv, a given scan), else when the scan is done (in ``error``, no channel selected)."""
+    model = _seeded(lambda: nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                                          nn.Flatten(), nn.Linear(16, 5))).float()
+    images = torch.rand(6, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="channel 99 is out of range: '0' has 16 channels; use 0‥15, or -1"):
+        TopActivations(model, images, "0", k=2, channel=99)
+    given = scan(model, images, "1", k=2, progress=False)
+    with pytest.raises(ValueError, match="'1' has 16 channels; use 0‥15"):
+        TopActivations(model, images, "1", scan=given, k=2, channel=16)
+    with untouched(model):
+        view = TopActivations(model, images, "1", k=2, channel=99)
+        assert view.wait(120)
+    assert "channel 99 is out of range: '1' has 16 channels; use 0‥15, or -1" in view.error
+    assert view.channel == -1 and view._patches["channels"] == 16
+    view = TopActivations(model, images, "1", k=2, channel=15)
+    assert view.wait(120) and view.error == "" and view.channel == 15
+
+
 def test_top_activations_cancel_stops_the_scan(model, data):
     view = TopActivations(model, data, LAYER, k=2, batch_size=8)
     view.cancel()

@@ -208,6 +208,9 @@ class TopActivations(Panel, JobView, anywidget.AnyWidget):
         if scan is not None and layer not in scan.layers:
             raise ValueError(f"the scan does not cover layer {layer!r} (it covers {', '.join(map(repr, scan.layers))}); "
                              "pass scan=None to scan it here, or one of those layers")
+        channels = _known_channels(model, layer, scan)
+        if channels is not None:  # else checked when the scan is done (see _show)
+            check_index("channel", channel, channels, f"{layer!r} has {channels} channels")
         self._layers: dict[str, _Layer] = {}
         if scan is not None:
             for name in scan.layers:
@@ -377,8 +380,14 @@ class TopActivations(Panel, JobView, anywidget.AnyWidget):
             else:
                 self._filters = {"layer": layer}
             channels = payload["channels"]
-            want = self.channel if initial_channel is None else initial_channel
-            self.channel = want if -1 <= want < channels else 0
+            if initial_channel is None:  # another layer: the channel kept if it has it
+                self.channel = self.channel if -1 <= self.channel < channels else 0
+            else:
+                try:
+                    self.channel = initial_channel
+                except WidgetValueError as err:  # the channel asked for, past the scanned layer's channels
+                    self.channel = -1
+                    self.set_trait("error", str(err))
             imp = entry.importance
             self._importance = None if imp is None else [float(v) for v in imp.permutation]
 
@@ -429,6 +438,15 @@ class TopActivations(Panel, JobView, anywidget.AnyWidget):
 
         self.wait()
         return [export.widget_part(self)]
+
+
+def _known_channels(model: nn.Module, layer: str, scan: ScanResult | None) -> int | None:
+    """The number of channels of ``layer``'s map when known without running the model (from the scan,
+    or a convolution's ``out_channels``), else ``None``."""
+    if scan is not None:
+        return int(scan.top_indices[layer].shape[0])
+    module = dict(model.named_modules())[layer]
+    return int(module.out_channels) if isinstance(module, nn.Conv2d) else None
 
 
 def _finite(v: float) -> float | None:
