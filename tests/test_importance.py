@@ -219,3 +219,19 @@ def test_refusals(model, data):
         channel_importance(model, images, [LAYER], progress=False)
     with pytest.raises(ValueError, match="repeats must be a positive int"):
         channel_importance(model, images, LAYER, repeats=0, progress=False)
+
+
+@pytest.mark.parametrize("metric", ["loss", "accuracy"])
+def test_a_label_the_model_has_no_class_for_is_a_clear_error(metric, untouched):
+    """Labels of a 10-class dataset on a 5-class head: 'loss' raised numpy's IndexError, 'accuracy'
+    silently gave all-zero importances."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                        nn.Linear(4, 5)).eval()
+    images = torch.rand(4, 3, 16, 16)
+    with untouched(net), pytest.raises(ValueError, match=r"label 9 is not a class of this model \(it has 5 outputs"):
+        channel_importance(net, (images, torch.tensor([0, 9, 4, 2])), "0", metric=metric, repeats=1, progress=False)
+    with untouched(net):
+        imp = channel_importance(net, (images, torch.tensor([0, 4, -1, 2])), "0", metric=metric, repeats=1,
+                                 progress=False)
+    assert imp.count == 4 and imp.permutation.shape == (4,)

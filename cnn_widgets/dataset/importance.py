@@ -124,6 +124,20 @@ def _metric(scores: torch.Tensor, reference: np.ndarray, metric: str, probabilit
     return float((log_total - s[rows, reference]).sum())
 
 
+def _reference(labels: np.ndarray, scores: torch.Tensor) -> np.ndarray:
+    """Each image's reference class: its label, or the model's prediction for an image without one (-1).
+    A label the scores have no column for is an error: accuracy against it would silently be 0 and its
+    cross-entropy does not exist."""
+    classes = scores.shape[1]
+    if labels.size and int(labels.max()) >= classes:
+        raise ValueError(
+            f"label {int(labels.max())} is not a class of this model (it has {classes} outputs, classes "
+            f"0‥{classes - 1}): the labels must index the model's class scores; pass output= if another "
+            "output of the model holds them, or data labelled for this model"
+        )
+    return np.where(labels >= 0, labels, scores.argmax(dim=1).cpu().numpy())
+
+
 def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
     scale = float(b.abs().max()) if b.numel() else 0.0
     return a.shape == b.shape and bool(torch.allclose(a, b, rtol=1e-4, atol=1e-5 * max(scale, 1e-12)))
@@ -185,7 +199,7 @@ def channel_importance(
                         raise ValueError(
                             f"layer {layer!r} gave {channels} channels on this batch but {perm_total.shape[1]} before"
                         )
-                    reference = np.where(batch.labels >= 0, batch.labels, base.argmax(dim=1).cpu().numpy())
+                    reference = _reference(batch.labels, base)
                     probabilities = metric == "loss" and outputs.is_probabilities(base)
                     base_total += _metric(base, reference, metric, probabilities)
                     plan: list[tuple[int, torch.Tensor | None]] = []
