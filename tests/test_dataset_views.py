@@ -389,6 +389,25 @@ def test_top_activations_refuses_a_channel_the_layer_lacks(untouched):
     assert view.wait(120) and view.error == "" and view.channel == 15
 
 
+def test_dataset_views_refuse_data_read_only_once(untouched):
+    """Each dataset view reads its data more than once (a scan, then the top images or a cell's images,
+    again for another layer, metric or method): a generator, empty after the first pass, is refused up
+    front (TopActivations scanned it, then blamed the data for holding fewer images than the scan saw)."""
+    from cnn_widgets.widgets.channel_importance_view import ChannelImportance
+    from cnn_widgets.widgets.class_heatmaps import ClassHeatmaps
+
+    model = _seeded(lambda: nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                                          nn.Flatten(), nn.Linear(4, 5))).float()
+    images, labels = torch.rand(4, 3, 16, 16), torch.arange(4)
+    message = "a generator can be read only once: pass a list, a Dataset or a DataLoader"
+    for build in (lambda d: TopActivations(model, d, "0", k=2), lambda d: ChannelImportance(model, d, "0"),
+                  lambda d: ClassHeatmaps(model, d)):
+        with untouched(model), pytest.raises(TypeError, match=message):
+            build((images[i], int(labels[i])) for i in range(4))
+        with pytest.raises(TypeError, match="data is a list_iterator"):
+            build(iter([(images[i], int(labels[i])) for i in range(4)]))
+
+
 def test_top_activations_cancel_stops_the_scan(model, data):
     view = TopActivations(model, data, LAYER, k=2, batch_size=8)
     view.cancel()

@@ -25,13 +25,13 @@ from .._checks import check_layer_names, check_model
 from ..dataset import Importance, channel_importance
 from ..dataset.importance import METRICS
 from ..dataset.scan import positive_int
-from ..dataset.source import Source
 from ..images import Stats
+from ..outputs import Output, check_output
 from ..style import scale_chart
 from ._common import CheckedEnum, CheckedInt, CheckedUnicode, WidgetValueError, bundle, check_index
 from .jobs import Jobs, JobView, Progress
 from .panel import Panel
-from .top_activations import counted
+from .top_activations import counted, rereadable
 
 SORTS: tuple[str, ...] = ("channel", "permutation", "zeroing")
 _BAR, _BAR_SELECTED, _DOT = "#5b8db8", "#e8590c", "#2f2f2f"
@@ -59,8 +59,9 @@ class ChannelImportance(Panel, JobView, W.VBox):
     """Permutation and zeroing importance of every channel of ``layer`` over ``data``.
 
     ``metric``: "accuracy" (drop in accuracy) or "loss" (rise in mean cross-entropy; a model at 100 %
-    accuracy often loses none to one channel). ``repeats``, ``seed``, ``mean``, ``std``, ``batch_size``:
-    as in :func:`cnn_widgets.channel_importance`; ``importance``: a result to show instead of computing.
+    accuracy often loses none to one channel). ``repeats``, ``seed``, ``mean``, ``std``, ``output``
+    (which part of a structured output holds the class scores), ``batch_size``: as in
+    :func:`cnn_widgets.channel_importance`; ``importance``: a result to show instead of computing.
 
     Traits: ``layer``, ``metric`` (changing either recomputes), ``channel`` (-1: none; clicking a bar
     or the channel menu sets it), ``sort`` ("channel", "permutation", "zeroing": descending), read-only
@@ -87,6 +88,7 @@ class ChannelImportance(Panel, JobView, W.VBox):
         seed: int = 0,
         mean: Stats = None,
         std: Stats = None,
+        output: Output = None,
         batch_size: int = 64,
         importance: Importance | None = None,
         channel: int = -1,
@@ -94,8 +96,9 @@ class ChannelImportance(Panel, JobView, W.VBox):
         **kwargs: Any,
     ) -> None:
         self._model = check_model(model, hooks=True)
-        Source(data)
+        rereadable(data, "ChannelImportance", "each layer and metric")
         self._data, self._mean, self._std = data, mean, std
+        self._output = check_output(output)
         self._repeats = positive_int("repeats", repeats)
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ValueError(f"seed must be an int ≥ 0, got {seed!r}")
@@ -191,8 +194,8 @@ class ChannelImportance(Panel, JobView, W.VBox):
     def _compute(self, layer: str, metric: str, progress: Progress) -> Importance:
         return channel_importance(
             self._model, counted(self._data, self._batch_size, progress), layer, metric=metric,
-            repeats=self._repeats, seed=self._seed, mean=self._mean, std=self._std, batch_size=self._batch_size,
-            progress=False,
+            repeats=self._repeats, seed=self._seed, mean=self._mean, std=self._std, output=self._output,
+            batch_size=self._batch_size, progress=False,
         )
 
     def _set_status(self, text: str) -> None:

@@ -31,7 +31,7 @@ from ._common import CheckedInt, CheckedUnicode, WidgetValueError, bundle, check
 from .attribution_view import label_list
 from .jobs import Jobs, JobView, Progress
 from .panel import Panel
-from .top_activations import dataset_images
+from .top_activations import dataset_images, rereadable
 
 COLUMNS: tuple[str, ...] = ("correct", "incorrect")
 MAP_SIDE = 64  # largest side of the averaged maps and thumbnails sent to the browser
@@ -79,7 +79,7 @@ class ClassHeatmaps(Panel, JobView, anywidget.AnyWidget):
         **kwargs: Any,
     ) -> None:
         self._model = check_model(model)
-        Source(data)
+        rereadable(data, "ClassHeatmaps", "the maps, then a cell's images; each method")
         self._data, self._mean, self._std = data, mean, std
         self._names = label_list(labels)
         self._layer, self._output = layer, check_output(output)

@@ -13,7 +13,7 @@ engine (:mod:`cnn_widgets.widgets.jobs`): a worker thread, with progress and a c
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from functools import partial
 from typing import Any
 
@@ -44,6 +44,17 @@ PATCH_MAX, PATCH_MIN = 64, 16  # patch side in pixels, before and after the budg
 
 
 # ------------------------------------------------------------------------------------ data access
+def rereadable(data: Any, view: str, why: str) -> Source:
+    """``data`` classified (:class:`Source`) for a dataset view, which reads it more than once (``why``
+    says when): a generator or other iterator, empty after one pass, is refused here rather than after
+    the first pass, when it would look like data with no images."""
+    source = Source(data)
+    if isinstance(data, Iterator):
+        raise TypeError(f"{view} reads data more than once ({why}); data is a {type(data).__name__}, and a "
+                        "generator can be read only once: pass a list, a Dataset or a DataLoader")
+    return source
+
+
 def dataset_images(
     data: Any, indices: Sequence[int], model: nn.Module, mean: Stats = None, std: Stats = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -194,7 +205,8 @@ class TopActivations(Panel, JobView, anywidget.AnyWidget):
     ) -> None:
         self._model = check_model(model, hooks=True)
         self._data, self._mean, self._std = data, mean, std
-        Source(data)  # refuses what a scan cannot read, now rather than in the background
+        # refuses what a scan cannot read, now rather than in the background
+        rereadable(data, "TopActivations", "the scan, then the top images; each layer")
         self._k = positive_int("k", k)
         self._batch_size = positive_int("batch_size", batch_size)
         if scan is not None and not isinstance(scan, ScanResult):
