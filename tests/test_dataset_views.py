@@ -506,6 +506,23 @@ def test_class_heatmaps_errors():
         labelled.selected_column = "both"
 
 
+def test_class_heatmaps_refuse_labels_for_another_number_of_classes(untouched):
+    """labels=['a'] on a 5-class model was accepted silently; it is refused as AttributionView refuses it
+    (the same check, with its message), before any map is computed."""
+    from cnn_widgets.widgets.class_heatmaps import ClassHeatmaps
+
+    model = _seeded(lambda: nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                                          nn.Flatten(), nn.Linear(4, 5))).float()
+    data = torch.utils.data.TensorDataset(torch.rand(6, 3, 16, 16), torch.arange(6) % 5)
+    with untouched(model):
+        view = ClassHeatmaps(model, data, labels=["a"], batch_size=3)
+        assert view.wait(120)
+    assert view.error == "got 1 labels but the model has 5 classes; pass one name per class output"
+    assert view._counts is None and not view._grid
+    view = ClassHeatmaps(model, data, labels=list("abcde"), batch_size=3)
+    assert view.wait(120) and view.error == "" and view._grid["classes"] == list("abcde")
+
+
 # --------------------------------------------------------------------------- ChannelImportance
 def test_channel_importance_view_shows_the_functions_numbers(untouched):
     from cnn_widgets.widgets.channel_importance_view import ChannelImportance

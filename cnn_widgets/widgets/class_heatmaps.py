@@ -28,7 +28,7 @@ from ..dataset.source import Source, batches
 from ..images import Stats
 from ..outputs import Output, check_output
 from ._common import CheckedInt, CheckedUnicode, WidgetValueError, bundle, check_name
-from .attribution_view import label_list
+from .attribution_view import check_labels, class_probabilities, label_list
 from .jobs import Jobs, JobView, Progress
 from .panel import Panel
 from .top_activations import dataset_images, rereadable
@@ -43,7 +43,8 @@ class ClassHeatmaps(Panel, JobView, anywidget.AnyWidget):
 
     ``data``, ``mean``, ``std``, ``batch_size`` as in :func:`cnn_widgets.scan`; the data must carry labels.
     ``method``, ``layer``, ``output``, ``options`` as in :func:`cnn_widgets.attribute`. ``labels``: class
-    names (default ``class 0``, …). Traits: ``method`` (changing it recomputes), ``selected_class``
+    names (default ``class 0``, …), one per class output: another count is reported in ``error`` when the
+    model has run (the model is not run before the background work). Traits: ``method`` (changing it recomputes), ``selected_class``
     (-1: no cell) and ``selected_column`` ("correct" / "incorrect"): the cell whose images are listed
     (clicking a cell sets both); read-only ``progress``, ``busy``, ``error``, ``status``; :meth:`cancel`,
     :meth:`wait` as in the other views.
@@ -158,6 +159,8 @@ class ClassHeatmaps(Panel, JobView, anywidget.AnyWidget):
         for batch in batches(source, model=self._model, mean=self._mean, std=self._std, batch_size=self._batch_size):
             n = len(batch)
             x = batch.x
+            if self._names is not None and not seen:  # one name per class output, as AttributionView's
+                check_labels(self._names, class_probabilities(self._model, x[:1], self._output)[0].shape[1])
             frac = (lambda f, s=seen: progress((s + f * n) / total)) if total else progress
             maps, predicted = self._maps(x, method, frac)
             if size is None:
