@@ -821,3 +821,29 @@ def test_a_view_whose_constructor_failed_is_collected_quietly(monkeypatch):
         FeatureVisualizer(scripted, "0", steps=1, size=16)
     gc.collect()
     assert ignored == []
+
+
+def test_a_mistyped_keyword_is_a_type_error_in_every_view():
+    """traitlets only warned about an unknown keyword (``AttributionView(m, x, methd=...)`` kept the default
+    method); every view refuses it before doing any work, as Python does, and names the nearest keyword.
+    Whatever names a trait (``layout``, ``font_scale``, ``tooltip``, ``tabbable``, a box's ``children``) or a
+    constructor parameter gets through the check (here to the missing-argument error)."""
+    import ipywidgets
+
+    from cnn_widgets import AttributionView
+
+    model = seeded(SmallCNN).eval()
+    with pytest.raises(TypeError, match=r"^AttributionView\(\) got an unexpected keyword argument 'methd'; "
+                                        r"did you mean 'method'\?$"):
+        AttributionView(model, image(), methd="saliency")
+    legitimate = {"layout": ipywidgets.Layout(width="50%"), "font_scale": 1.5, "tooltip": "tip", "tabbable": True}
+    for view in public_views():
+        with pytest.raises(TypeError, match=rf"^{view.__name__}\(\) got an unexpected keyword argument 'xyzzy'$"):
+            view(model, xyzzy=1)
+        with pytest.raises(TypeError, match="fontscale.*did you mean 'font_scale'"):
+            view(fontscale=2)
+        extra = {"children": ()} if issubclass(view, ipywidgets.Box) else {}
+        with pytest.raises(TypeError, match="missing"):  # past the keyword check, to the constructor
+            view(**legitimate, **extra)
+    grid = FilterGrid(model, **legitimate)
+    assert (grid.layout.width, grid.font_scale, grid.tooltip, grid.tabbable) == ("50%", 1.5, "tip", True)

@@ -6,6 +6,9 @@ once and every view has it.
 
 from __future__ import annotations
 
+import difflib
+import functools
+import inspect
 import os
 from typing import Any
 
@@ -25,6 +28,14 @@ class Panel(t.HasTraits):
 
     font_scale = CheckedFloat(1.0, help="text size multiplier (1.5 for a projector)").tag(sync=True)
     _styling = False  # True while style() sets font_scale (so the view keeps following it)
+
+    def __new__(cls, /, *args: Any, **kwargs: Any) -> Panel:
+        # Checked before the constructor runs (as Python does): traitlets would only warn about an unknown
+        # keyword, and a mistyped option would silently keep its default.
+        for name in kwargs:
+            if name not in _keywords(cls):
+                raise _unexpected_keyword(cls, name)
+        return super().__new__(cls, *args, **kwargs)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -87,3 +98,20 @@ class Panel(t.HasTraits):
         if hasattr(self, "_esm"):
             return [export.widget_part(self)]
         return export.parts_html(self)
+
+
+@functools.cache
+def _keywords(cls: type[Panel]) -> frozenset[str]:
+    """The keyword arguments a view accepts: its constructor's named parameters, its traits (``layout``,
+    ``font_scale``, a box's ``children``, ...) and ipywidgets' ``model_id``."""
+    parameters = inspect.signature(cls.__init__).parameters.values()
+    named = {p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)} - {"self"}
+    return frozenset(named | set(cls.class_trait_names()) | {"model_id"})
+
+
+def _unexpected_keyword(cls: type[Panel], name: str) -> TypeError:
+    """The ``TypeError`` Python gives for an unexpected keyword, with the nearest accepted ones."""
+    public = sorted(k for k in _keywords(cls) if not k.startswith("_"))
+    near = difflib.get_close_matches(name, public, n=3, cutoff=0.6)
+    hint = f"; did you mean {' or '.join(map(repr, near))}?" if near else ""
+    return TypeError(f"{cls.__name__}() got an unexpected keyword argument {name!r}{hint}")
