@@ -168,6 +168,8 @@ def curves(
     :func:`deletion_auc`."""
     if isinstance(maps, (torch.Tensor, np.ndarray, Attribution)) or not isinstance(maps, Sequence):
         raise TypeError(f"maps must be a list of maps (tensors, arrays or Attributions), got {type(maps).__name__}")
+    if not maps:
+        raise ValueError("maps is empty; pass a list of at least one map (tensor, array or Attribution)")
     if targets is not None and (isinstance(targets, str) or not isinstance(targets, Sequence)
                                 or len(targets) != len(maps)):
         raise ValueError(f"targets must be a list with one entry (class index or None) per map ({len(maps)})")

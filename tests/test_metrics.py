@@ -445,6 +445,8 @@ def test_curves_report_progress_and_check_arguments(model, heldout):
         curves(model, image, torch.rand(64, 64))
     with pytest.raises(ValueError, match="one entry .* per map"):
         curves(model, image, [torch.rand(64, 64)], [1, 2])
+    with pytest.raises(ValueError, match="maps is empty; pass a list of at least one map"):  # was torch.cat's text
+        curves(model, image, [])
 
 
 # --- infidelity and max-sensitivity --------------------------------------------------------------------
