@@ -1,4 +1,5 @@
-"""What every cnn_widgets view shares, whatever it shows: the text scale for a projector (``font_scale``).
+"""What every cnn_widgets view shares, whatever it shows: the text scale for a projector (``font_scale``),
+the exports, a ``TypeError`` for an unknown keyword argument and a quiet garbage collection.
 
 Each public widget class lists :class:`Panel` first among its bases, so a shared behaviour is added here
 once and every view has it.
@@ -24,7 +25,8 @@ class Panel(t.HasTraits):
     """Base of every public view: ``font_scale`` multiplies every caption, label and tile text size.
 
     Its default is :func:`cnn_widgets.style`'s scale, and the view follows later ``style()`` calls
-    until it is given a ``font_scale`` of its own (constructor argument or trait)."""
+    until it is given a ``font_scale`` of its own (constructor argument or trait). A keyword argument
+    that names neither a constructor parameter nor a trait of the view is a ``TypeError``."""
 
     font_scale = CheckedFloat(1.0, help="text size multiplier (1.5 for a projector)").tag(sync=True)
     _styling = False  # True while style() sets font_scale (so the view keeps following it)
