@@ -34,12 +34,37 @@ def check_model(model: object, *, hooks: bool = False) -> nn.Module:
             "ignores. Pass the eager nn.Module it was scripted or traced from (gradient and perturbation "
             "methods such as saliency, integrated_gradients and occlusion work on TorchScript)"
         )
+    if type(model).__name__ == "OptimizedModule" and isinstance(getattr(model, "_orig_mod", None), nn.Module):
+        raise TypeError(
+            "this model was compiled with torch.compile; its graph ignores the hooks and the autograd "
+            "re-runs the views need. Pass `model._orig_mod`, the module it was compiled from (it shares "
+            "the compiled model's weights, so it explains the same network)"
+        )
+    lazy = [repr(n) if n else "the model" for n, m in model.named_modules()
+            if any(nn.parameter.is_lazy(t) for t in (*m.parameters(recurse=False), *m.buffers(recurse=False)))]
+    if lazy:
+        raise TypeError(
+            f"the model has lazy modules that have not run yet ({', '.join(lazy[:5])}"
+            f"{', …' if len(lazy) > 5 else ''}): their weights have no shape or values. Run one forward pass "
+            "on an example first (`model(example)`), then pass the model"
+        )
     if any(t.is_meta for t in _tensors(model)):
         raise TypeError(
             "the model's parameters or buffers are on the meta device (no values), so it cannot run; load "
             "its weights first (e.g. model.to_empty(device='cpu') then load_state_dict(...))"
         )
     return model
+
+
+def check_autograd(what: str) -> None:
+    """Raise a ``ValueError`` when ``what`` (which needs gradients) is called inside
+    ``torch.inference_mode()``, which turns autograd off for this thread beyond what ``enable_grad``
+    can restore."""
+    if torch.is_inference_mode_enabled():
+        raise ValueError(
+            f"{what} needs autograd, which torch.inference_mode() turns off; call it outside the "
+            "`with torch.inference_mode():` block (the widgets compute in their own thread and are not affected)"
+        )
 
 
 def _tensors(model: nn.Module) -> Iterable[torch.Tensor]:

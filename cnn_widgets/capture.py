@@ -319,7 +319,9 @@ class ActivationCapture:
 
     Run the model yourself inside the context (its mode is yours: call ``model.eval()`` for
     deterministic Dropout/BatchNorm; the mode is restored on exit), or call :meth:`run` with any image
-    form and this capture's ``mean``/``std``. A layer named explicitly that never runs is an error.
+    form and this capture's ``mean``/``std``. On exit the model's state is put back as it was on entry,
+    your own passes' effects included (BatchNorm statistics of a train-mode forward, ``.grad`` of a
+    backward): run training steps outside the context. A layer named explicitly that never runs is an error.
     TorchScript modules ignore module hooks and are refused with a ``TypeError``.
     """
 

@@ -11,7 +11,7 @@ from torch import nn
 from torch.autograd.graph import get_gradient_edge
 
 from . import outputs
-from ._checks import call_forward, check_model, model_input
+from ._checks import call_forward, check_autograd, check_model, model_input
 from .capture import model_session
 from .images import Image, Stats, to_batch
 from .outputs import Output
@@ -40,10 +40,10 @@ def observe(
     *,
     grad: bool = False,
 ) -> Any:
-    """One forward pass (under ``torch.no_grad`` unless ``grad``) calling ``record(name, output)`` as
-    each listed module returns, inside a :func:`~cnn_widgets.capture.model_session`: no hook and no
-    state change is left behind. Returns the model's output; raw torch errors become ``ValueError``."""
-    with model_session(model, hooks=True):
+    """One eval-mode forward pass (under ``torch.no_grad`` unless ``grad``) calling ``record(name,
+    output)`` as each listed module returns, inside a :func:`~cnn_widgets.capture.model_session`: no hook
+    and no state change is left behind (a model in train mode would update its BatchNorm statistics). Returns the model's output; raw torch errors become ``ValueError``."""
+    with model_session(model, eval_mode=True, hooks=True):
         handles = []
         try:
             for name, module in modules:
@@ -177,7 +177,8 @@ def probe(model: nn.Module, batch: torch.Tensor, output: Output = None, *, layer
 
     x = batch.detach()
     if layer:  # not a leaf: a forward that writes into its input in place still runs
-        x = x.requires_grad_(True) + 0
+        with torch.enable_grad():  # also inside the caller's torch.no_grad()
+            x = x.requires_grad_(True) + 0
     modules = [(n, m) for n, m in model.named_modules() if n]
     with model_session(model, hooks=True):
         if layer:  # dependence on the input only: parameters need no gradient (restored on exit)
@@ -206,6 +207,7 @@ def suggest_target_layer(
     methods use it when no ``layer`` is given. ``output=`` selects the class scores of a structured
     output (see :mod:`cnn_widgets.outputs`)."""
     check_model(model, hooks=True)
+    check_autograd("suggest_target_layer()")
     outputs.check_output(output)
     batch = _prepared(model, example, mean, std)
     with model_session(model, eval_mode=True, hooks=True):

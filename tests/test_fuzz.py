@@ -769,13 +769,14 @@ def tiny_options(method: str) -> dict[str, Any]:
     return {o.name: small[o.name] for o in METHODS[method].options if o.name in small}
 
 
-def expect(untouched: Any, kind: Kind, entry: str, call: Callable[[nn.Module], Any]) -> Any:
+def expect(untouched: Any, kind: Kind, entry: str, call: Callable[[nn.Module], Any], *, own_mode: bool = False) -> Any:
     """Run ``call(model)`` on a model of ``kind``: it must work unless the kind refuses ``entry``, and
     then fail with the refusal's message, raised before any forward pass (nothing chained). Either
-    way the model is untouched and released."""
+    way the model is untouched and released (``own_mode``: the call runs the model in its own mode, so
+    a train-mode model's buffers are written and put back)."""
     model = kind.make()
     must = kind.refuses(entry)
-    with untouched(model):
+    with untouched(model, buffer_writes=own_mode):
         if must is None:
             result = call(model)
         else:
@@ -815,7 +816,7 @@ def test_capture_table_and_suggestion_on_every_model_kind(kind: Kind, untouched:
         ("layer_table", lambda model: layer_table(model, x)),
         ("suggest", lambda model: suggest_target_layer(model, x, output=kind.output)),
     ]:
-        result = expect(untouched, kind, entry, call)
+        result = expect(untouched, kind, entry, call, own_mode=call is capture_with_run)
         if entry == "capture" and result is not None:
             assert result and all(isinstance(v, torch.Tensor) for v in result.values())
         if entry == "suggest" and result is not None:

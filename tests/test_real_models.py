@@ -415,3 +415,76 @@ def test_model_lock_lets_user_code_copy_a_model_a_view_is_computing_on() -> None
     for twin in copies:
         assert twin.training and all(m.training for m in twin.modules())
         assert not any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks for m in twin.modules())
+
+
+# ------------------------------------------------------------------ models and contexts users bring along
+def bn_cnn() -> nn.Module:
+    """Trained-looking: BatchNorm with running statistics, Dropout, kept in train mode by its user."""
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.BatchNorm2d(8),
+        nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.3), nn.Linear(8, 5),
+    )
+    _seeded(model).train()
+    with torch.no_grad():  # statistics a trained model would have, and a version counter past zero
+        model(torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(1)))
+    return model
+
+
+def test_views_never_run_a_train_mode_model_in_train_mode(untouched) -> None:
+    """Not one BatchNorm statistic is written (the buffers' version counters stay put), by the probe
+    forward of a view either (FeatureVisualizer's once ran in the model's train mode)."""
+    from cnn_widgets import FeatureVisualizer, ModelSummary, suggest_target_layer
+
+    model = bn_cnn()
+    with untouched(model):
+        layer_table(model, image(16, 16))
+        suggest_target_layer(model, image(16, 16))
+        assert FeatureVisualizer(model, "3", steps=2, size=16).wait(60)
+        assert ModelSummary(model, image(16, 16)).selected is None
+        assert AttributionView(model, image(16, 16)).wait(60)
+    assert model.training
+
+
+def test_lazy_modules_that_have_not_run_are_refused_and_left_lazy() -> None:
+    model = nn.Sequential(nn.LazyConv2d(8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.LazyLinear(5))
+    for call in (lambda: layer_table(model, image(16, 16)), lambda: capture_activations(model, image(16, 16)),
+                 lambda: attribute(model, image(16, 16), "grad_cam"), lambda: FilterGrid(model)):
+        with pytest.raises(TypeError, match=r"lazy modules that have not run yet \('0', '4'\).*model\(example\)"):
+            call()
+    assert isinstance(model[0].weight, nn.parameter.UninitializedParameter), "still lazy: nothing initialised it"
+    model(image(16, 16)[None])  # once run, it is an ordinary model
+    assert attribute(model, image(16, 16), "grad_cam").map.shape == (16, 16)
+
+
+def test_a_compiled_model_is_refused_with_the_module_to_pass() -> None:
+    model = plain_cnn()
+    compiled = torch.compile(model)  # compiles lazily: nothing runs here
+    for call in (lambda: capture_activations(compiled, image()), lambda: attribute(compiled, image(), "saliency"),
+                 lambda: AttributionView(compiled, image())):
+        with pytest.raises(TypeError, match=r"torch\.compile.*model\._orig_mod"):
+            call()
+    assert compiled._orig_mod is model
+
+
+def test_inside_no_grad_everything_works_as_outside(untouched) -> None:
+    from cnn_widgets import suggest_target_layer
+
+    model = plain_cnn()
+    want = attribute(model, image(), "grad_cam")
+    with untouched(model), torch.no_grad():
+        assert suggest_target_layer(model, image()) == want.layer
+        got = attribute(model, image(), "grad_cam")
+        assert torch.equal(got.map, want.map) and got.layer == want.layer
+    assert torch.is_grad_enabled()
+
+
+def test_inside_inference_mode_gradient_entry_points_say_so() -> None:
+    from cnn_widgets import suggest_target_layer
+
+    model = plain_cnn()
+    with torch.inference_mode():
+        for call in (lambda: attribute(model, image(), "grad_cam"), lambda: attribute(model, image(), "saliency"),
+                     lambda: suggest_target_layer(model, image())):
+            with pytest.raises(ValueError, match=r"needs autograd, which torch\.inference_mode\(\) turns off"):
+                call()
+        assert set(capture_activations(model, image())) >= {"0", "2"}  # no gradient needed: it works

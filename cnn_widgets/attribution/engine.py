@@ -22,7 +22,7 @@ from torch import nn
 
 from .. import cams, outputs
 from .._checks import (
-    check_layer_names, check_model, forward_error, is_script, model_input, unknown_name_error,
+    check_autograd, check_layer_names, check_model, forward_error, is_script, model_input, unknown_name_error,
 )
 from ..capture import model_session
 from ..images import Image, Stats, to_batch
@@ -480,6 +480,7 @@ def attribute(
     check_model(model)
     info = check_method(method)
     check_model(model, hooks=info.hooks)
+    check_autograd("attribute()")
     outputs.check_output(output)
     if not isinstance(logits, bool):
         raise TypeError(f"logits must be True or False, got {logits!r}")
