@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import outputs
-from ._checks import check_layer_names, check_model, forward_error, model_input
+from ._checks import check_autograd, check_layer_names, check_model, forward_error, model_input
 from .capture import model_session
 from .images import Stats, _check_units, _parse_stats, _per_channel, expected_channels
 from .outputs import Output
@@ -174,6 +174,7 @@ def visualize_feature(
     ``.grad`` is ever written) and is restored afterwards, also on error or cancel.
     """
     check_model(model, hooks=objective != "class")
+    check_autograd("visualize_feature()")
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {', '.join(map(repr, OBJECTIVES))}, got {objective!r}")
     if objective == "class":

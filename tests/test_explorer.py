@@ -426,6 +426,24 @@ def test_dataset_tab_is_built_when_opened_and_follows_layer_and_channel(shapes) 
         ex.close()
 
 
+def test_dataset_tab_on_a_dict_output_model_passes_output_to_every_view(untouched) -> None:
+    """``output=`` reaches the dataset views that explain predictions (ChannelImportance once lacked it
+    and failed on a model whose class scores are a dict entry)."""
+    model, x = archs.build("dict_output")
+    data = [(x[0] * (0.5 + i / 20), i % 3) for i in range(9)]
+    ex = Explorer(model, [d[0] for d in data[:2]], output="logits", data=data)
+    try:
+        with untouched(model):
+            from_browser(ex.tabs, {"selected_index": 1})
+            assert ex.wait(120)
+            views = (ex.top_activations, ex.channel_importance, ex.class_heatmaps)
+            assert [v.error for v in views] == ["", "", ""]
+            assert ex.channel_importance.importance is not None
+    finally:
+        ex.wait(120)
+        ex.close()
+
+
 def test_dataset_argument_is_checked_at_construction(shapes) -> None:
     model, images, _ = shapes
     with pytest.raises(TypeError, match="data must be a Dataset"):

@@ -479,7 +479,7 @@ def test_inside_no_grad_everything_works_as_outside(untouched) -> None:
 
 
 def test_inside_inference_mode_gradient_entry_points_say_so() -> None:
-    from cnn_widgets import suggest_target_layer
+    from cnn_widgets import scan, suggest_target_layer, visualize_feature
 
     model = plain_cnn()
     with torch.inference_mode():
@@ -487,4 +487,9 @@ def test_inside_inference_mode_gradient_entry_points_say_so() -> None:
                      lambda: suggest_target_layer(model, image())):
             with pytest.raises(ValueError, match=r"needs autograd, which torch\.inference_mode\(\) turns off"):
                 call()
+        with pytest.raises(ValueError, match=r"visualize_feature\(\) needs autograd"):
+            visualize_feature(model, "2", 0, steps=2, size=16)
+        with pytest.raises(ValueError, match=r'scan\(by="relevance"\) needs autograd'):
+            scan(model, [image()] * 2, ["2"], k=1, by="relevance", progress=False)
         assert set(capture_activations(model, image())) >= {"0", "2"}  # no gradient needed: it works
+        assert scan(model, [image()] * 2, ["2"], k=1, progress=False).top_values["2"].shape == (8, 1)

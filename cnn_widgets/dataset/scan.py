@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from .. import outputs
-from .._checks import call_forward, check_layer_names, check_layers_arg, check_model, model_input
+from .._checks import call_forward, check_autograd, check_layer_names, check_layers_arg, check_model, model_input
 from ..capture import ActivationCapture, model_session
 from ..images import Stats
 from ..outputs import Output
@@ -358,6 +358,8 @@ def scan(
     if by not in BY:
         raise ValueError(f"by must be one of {', '.join(map(repr, BY))}, got {by!r}")
     target = check_target(target, by)
+    if by == "relevance":
+        check_autograd('scan(by="relevance")')
     output = outputs.check_output(output)
     batch_size = positive_int("batch_size", batch_size)
     if backend not in BACKENDS:

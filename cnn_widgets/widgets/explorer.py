@@ -655,7 +655,7 @@ class Explorer(Panel, W.VBox):
             ("top_activations", lambda: TopActivations(
                 self._model, self._data, layer, channel=max(channel, 0), **common)),
             ("channel_importance", lambda: ChannelImportance(
-                self._model, self._data, layer, channel=channel, **common)),
+                self._model, self._data, layer, channel=channel, output=self._output, **common)),
             ("class_heatmaps", lambda: ClassHeatmaps(
                 self._model, self._data, self.method, labels=self.class_names, output=self._output, **common)),
         )
