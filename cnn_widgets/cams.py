@@ -159,6 +159,7 @@ def _find_linear_head(model: nn.Module, layer: str, acts: torch.Tensor, logits: 
     """The ``nn.Linear`` that maps the spatial mean of ``acts`` to the model's logits."""
     pooled = acts.mean(dim=(2, 3))
     scale = float(logits.abs().max()) if logits.numel() else 0.0
+    squashed = False  # a head that matches once a final softmax/log-softmax/sigmoid is applied
     for name, module in reversed(list(model.named_modules())):
         if not isinstance(module, nn.Linear) or module.in_features != acts.shape[1]:
             continue
@@ -168,6 +169,16 @@ def _find_linear_head(model: nn.Module, layer: str, acts: torch.Tensor, logits: 
             pred = F.linear(pooled.to(module.weight), module.weight, module.bias)
         if torch.allclose(pred, logits.to(pred), rtol=1e-4, atol=1e-4 * scale + 1e-6):
             return module
+        squashed = squashed or any(
+            torch.allclose(f(pred), logits.to(pred), rtol=1e-4, atol=1e-4 * scale + 1e-6)
+            for f in (lambda p: p.softmax(1), lambda p: p.log_softmax(1), torch.sigmoid)
+        )
+    if squashed:
+        raise ValueError(
+            f"cam weights the channels of layer {layer!r} by the linear head's weights for the class, but "
+            "this model applies a softmax, log-softmax or sigmoid after that head, so its scores are not the "
+            "head's logits. Pass logits=True to explain the scores before that final module"
+        )
     raise ValueError(
         f"cam needs a model that ends in global average pooling + one linear layer applied to the output "
         f"of layer {layer!r} ({acts.shape[1]} channels), but no nn.Linear maps the spatial mean of that "

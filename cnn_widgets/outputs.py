@@ -101,6 +101,12 @@ def select(model_output: Any, output: Output) -> torch.Tensor:
             "; a dense (N, classes, H, W) class map needs pooling: output=lambda out: out.amax(dim=(2, 3))"
             if value.ndim == 4 else ""
         )
+        if isinstance(output, int) and isinstance(model_output, torch.Tensor) and model_output.ndim == 2:
+            hint = (
+                f"; the model returned one tensor of shape {tuple(model_output.shape)}, which output= indexed. "
+                "It runs in eval mode here (a model that returns (logits, aux) in train mode often returns "
+                "only its logits in eval mode): drop output="
+            )
         where = "the model returned" if output is None else f"output={output!r} gives"
         raise ValueError(
             f"explaining a prediction needs (N, classes) class scores, but {where} shape "

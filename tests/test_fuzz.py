@@ -199,7 +199,7 @@ KINDS = [
     Kind("tuple", lambda: _seeded(TupleOut).eval(), output=1),
     Kind("dict", lambda: _seeded(DictOut).eval(), output="logits"),
     Kind("softmax", lambda: _seeded(SoftmaxHead).eval(), flat=("flat", "fc", "softmax", ""),
-         refuses=lambda entry: (ValueError, r"cam needs a model that ends in global average pooling")
+         refuses=lambda entry: (ValueError, r"applies a softmax, log-softmax or sigmoid after that head.*logits=True")
          if entry == "cam" else None),
     Kind("prelu_silu", _sequential(lambda: nn.Conv2d(3, 4, 3, padding=1), nn.PReLU,
                                    lambda: nn.Conv2d(4, 6, 3, padding=1), nn.SiLU, lambda: nn.AdaptiveAvgPool2d(1),

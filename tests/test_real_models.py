@@ -493,3 +493,38 @@ def test_inside_inference_mode_gradient_entry_points_say_so() -> None:
             scan(model, [image()] * 2, ["2"], k=1, by="relevance", progress=False)
         assert set(capture_activations(model, image())) >= {"0", "2"}  # no gradient needed: it works
         assert scan(model, [image()] * 2, ["2"], k=1, progress=False).top_values["2"].shape == (8, 1)
+
+
+SQUASHES = [nn.Softmax(dim=1), nn.LogSoftmax(dim=1), nn.Sigmoid()]
+
+
+@pytest.mark.parametrize("squash", SQUASHES, ids=lambda m: type(m).__name__)
+def test_cam_on_a_gap_head_behind_a_softmax_says_logits_true(squash: nn.Module, untouched) -> None:
+    """The head is there, behind a final squashing module: the message names the fix, which works."""
+    model = _seeded(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                  nn.Linear(8, 4), squash))
+    with untouched(model):
+        with pytest.raises(ValueError, match=r"softmax, log-softmax or sigmoid after that head.*logits=True"):
+            attribute(model, image(16, 16), "cam")
+        assert attribute(model, image(16, 16), "cam", logits=True).map.shape == (16, 16)
+
+
+class AuxInTraining(nn.Module):
+    """Returns (logits, aux_logits) in train mode and the logits alone in eval mode (Inception-style)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.fc, self.aux = nn.Conv2d(3, 8, 3, padding=1), nn.Linear(8, 5), nn.Linear(8, 5)
+
+    def forward(self, x: torch.Tensor) -> Any:
+        f = self.conv(x).relu().mean((2, 3))
+        return (self.fc(f), self.aux(f)) if self.training else self.fc(f)
+
+
+def test_output_index_for_a_train_only_tuple_says_the_model_runs_in_eval_mode(untouched) -> None:
+    model = _seeded(AuxInTraining()).train()
+    with untouched(model):
+        with pytest.raises(ValueError, match=r"runs in eval mode here.*drop output="):
+            attribute(model, image(16, 16), "saliency", output=0)
+        assert attribute(model, image(16, 16), "saliency").map.shape == (16, 16)  # as the message says
+    assert model.training
