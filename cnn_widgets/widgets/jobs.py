@@ -21,9 +21,11 @@ with the jobs, ``cancel()``, ``wait()`` and the browser's "cancel"/"run" message
 
 from __future__ import annotations
 
+import atexit
 import logging
 import math
 import threading
+import weakref
 from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable, Sequence
 from functools import partial
@@ -83,6 +85,7 @@ class Jobs:
         self._cache_size = cache_size
         self._interval = interval
         self._last_report = -math.inf
+        _ALL.add(self)
 
     # -- the widget's side ---------------------------------------------------------------------------
 
@@ -279,3 +282,22 @@ class JobView:
             self.cancel()
         elif kind == "run":
             self._rerun()
+
+
+_ALL: weakref.WeakSet[Jobs] = weakref.WeakSet()
+EXIT_WAIT = 5.0  # seconds the interpreter's exit waits, in all, for cancelled jobs to stop
+
+
+@atexit.register
+def _stop_all() -> None:
+    """At interpreter exit (a script that ends while a view computes): cancel every job and wait briefly
+    for the workers, so that no worker thread is still inside torch while the interpreter tears down,
+    which aborts the process ("terminate called without an active exception")."""
+    deadline = monotonic() + EXIT_WAIT
+    engines = list(_ALL)
+    for jobs in engines:
+        jobs.cancel()
+    for jobs in engines:
+        thread = jobs._thread
+        if thread is not None:
+            thread.join(max(0.0, deadline - monotonic()))
