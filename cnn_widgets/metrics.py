@@ -576,6 +576,8 @@ def _cascade(twin: nn.Module, image: Image, mean: Stats, std: Stats) -> list[tup
 def _named_steps(twin: nn.Module, layers: Any) -> list[tuple[str, list[nn.Module]]]:
     if isinstance(layers, str) or not isinstance(layers, Sequence):
         raise TypeError(f"layers must be a list of module names, got {type(layers).__name__} {layers!r}")
+    if not layers:
+        raise ValueError("layers is empty: name the layers to randomise, or pass layers=None for the whole cascade")
     names = check_layer_names(twin, layers)
     modules = dict(twin.named_modules())
     steps = []

@@ -344,6 +344,8 @@ def test_randomization_argument_errors(model, heldout):
         randomization_test(model, image, "saliency", layers=["features.relu1"])
     with pytest.raises(TypeError, match="layers must be a list"):
         randomization_test(model, image, "saliency", layers="fc")
+    with pytest.raises(ValueError, match=r"layers is empty.*layers=None"):
+        randomization_test(model, image, "saliency", layers=[])
     with pytest.raises(TypeError, match="TorchScript"):
         randomization_test(torch.jit.script(model), image, "saliency")
 
