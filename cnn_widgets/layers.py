@@ -135,6 +135,11 @@ class Probe:
     squasher: str | None
     calls: dict[str, int]
 
+    def sigmoid_scores(self, model: nn.Module) -> bool:
+        """Whether the scores are a final ``nn.Sigmoid``'s output (a one-column score is then a
+        probability, see :func:`cnn_widgets.outputs.as_probabilities`)."""
+        return self.squasher is not None and isinstance(model.get_submodule(self.squasher), nn.Sigmoid)
+
 
 def _reachable(root: Any) -> set[Any]:
     """Every autograd node ``root`` back-propagates into."""

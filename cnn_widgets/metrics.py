@@ -30,6 +30,7 @@ from .attribution import Attribution, attribute, check_method
 from .attribution.engine import check_target_range, class_index
 from .capture import model_session
 from .images import Image, Stats, to_batch
+from .layers import probe
 from .outputs import Output
 
 BASELINES: tuple[str, ...] = ("blur", "black", "mean", "road")
@@ -264,9 +265,12 @@ def _probabilities(
                 channels_last[0] = False
         return call_forward(model, x)
 
+    first: list[torch.Tensor] = []  # one model input, to ask whether a one-column output is a sigmoid's
+
     def run(batch: torch.Tensor) -> None:
         nonlocal done
         x = model_input(model, to_batch(batch, mean, std))
+        first[:] = first or [x[:1]]
         rows.append(outputs.select(forward(x), output).detach().double().cpu())
         done += batch.shape[0]
         if progress is not None:
@@ -288,8 +292,10 @@ def _probabilities(
             "the model's class scores are not finite (NaN or inf) on some perturbed images; check the "
             "image, mean/std and the model's weights"
         )
-    probs = scores if outputs.is_probabilities(scores) else torch.softmax(scores, dim=1)
-    return probs
+    squashed = None  # a one-column score: a sigmoid head's probability, or a logit?
+    if scores.shape[1] == 1 and first and not is_script(model):
+        squashed = probe(model, first[0], output).sigmoid_scores(model)
+    return outputs.as_probabilities(scores, squashed=squashed)
 
 
 def _baseline(baseline: Any, pixels: torch.Tensor, model: nn.Module) -> tuple[str, torch.Tensor | None]:

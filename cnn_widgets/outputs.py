@@ -127,13 +127,26 @@ def is_probabilities(scores: torch.Tensor) -> bool:
     return bool(s.numel() and (s >= 0).all() and ((s.sum(dim=-1) - 1).abs() <= 1e-4).all())
 
 
-def probabilities(scores: torch.Tensor, mode: str = "auto") -> torch.Tensor:
-    """Scores (N, classes) as probabilities for display: as given when ``mode="probabilities"`` (or
-    ``"auto"`` and the rows already are), softmax otherwise. Non-finite values show as 0."""
-    s = scores.detach().float().cpu()
-    if mode == "probabilities" or (mode == "auto" and is_probabilities(s)):
-        return s.nan_to_num(0.0, 0.0, 0.0)
-    return torch.softmax(s, dim=1).nan_to_num(0.0, 0.0, 0.0)
+def as_probabilities(scores: torch.Tensor, mode: str = "auto", *, squashed: bool | None = None) -> torch.Tensor:
+    """Scores (N, classes) as probabilities, in their own dtype: as given when ``mode="probabilities"``
+    (or ``"auto"`` and the rows already are), softmax otherwise. A single column is a binary
+    classifier's score for its positive class (a softmax over one column would always be 1): under
+    ``"auto"`` it is taken as given when the model ends in a sigmoid module (``squashed``, from
+    :func:`final_squasher`; when unknown, when every value is in 0‥1), else it is a logit and goes
+    through the sigmoid."""
+    one = scores.ndim == 2 and scores.shape[1] == 1
+    s = scores.detach()
+    if one and squashed is None:
+        squashed = bool(s.numel() and ((s >= 0) & (s <= 1)).all())
+    given = bool(squashed) if one else is_probabilities(s)
+    if mode == "probabilities" or (mode == "auto" and given):
+        return scores
+    return torch.sigmoid(scores) if one else torch.softmax(scores, dim=1)
+
+
+def probabilities(scores: torch.Tensor, mode: str = "auto", *, squashed: bool | None = None) -> torch.Tensor:
+    """:func:`as_probabilities` for display: detached float32 on the CPU, non-finite values as 0."""
+    return as_probabilities(scores.detach().float().cpu(), mode, squashed=squashed).nan_to_num(0.0, 0.0, 0.0)
 
 
 def final_squasher(

@@ -319,7 +319,10 @@ def test_half_and_double_models_get_their_input_cast(untouched) -> None:
         with untouched(model):
             acts = capture_activations(model, image(16, 16))
             result = attribute(model, image(16, 16), "saliency")
+            browser = ActivationBrowser(model, image(16, 16))  # hashed its bfloat16 input with numpy once
+            browser.set_image(image(16, 16, seed=1))
         assert acts["0"].dtype == dtype and result.map.dtype == torch.float32
+        assert browser.layers and browser.layer in browser.layers
 
 
 def test_torchscript_models_in_train_mode_are_restored() -> None:
@@ -528,3 +531,23 @@ def test_output_index_for_a_train_only_tuple_says_the_model_runs_in_eval_mode(un
             attribute(model, image(16, 16), "saliency", output=0)
         assert attribute(model, image(16, 16), "saliency").map.shape == (16, 16)  # as the message says
     assert model.training
+
+
+def test_a_one_logit_binary_classifier_shows_the_sigmoid_not_a_softmax_of_one(untouched) -> None:
+    """A softmax over one column is always 1: the bars, the scores and the deletion curve would all say
+    100 %. One column is the positive class's logit (sigmoid) or a sigmoid head's probability (as given)."""
+    from cnn_widgets import deletion_auc
+
+    logit_model = _seeded(nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                                        nn.Flatten(), nn.Linear(4, 1)))
+    with untouched(logit_model):
+        logit = float(logit_model(image(16, 16)[None]))
+        view = AttributionView(logit_model, image(16, 16), "saliency")
+        assert view.wait(60) and view.error == ""
+        assert view.predictions[0]["probability"] == pytest.approx(torch.sigmoid(torch.tensor(logit)).item(), abs=1e-5)
+        curve = deletion_auc(logit_model, image(16, 16), torch.rand(16, 16), 0, steps=4)
+        assert len(set(curve.probabilities.tolist())) > 1, "the curve moves as pixels are deleted"
+        assert curve.probabilities[0].item() == pytest.approx(torch.sigmoid(torch.tensor(logit)).item(), abs=1e-5)
+    sigmoid_head = nn.Sequential(logit_model, nn.Sigmoid())
+    assert probabilities(sigmoid_head(image(16, 16)[None])).item() == pytest.approx(torch.sigmoid(torch.tensor(logit)).item())
+    assert probabilities(torch.tensor([[2.0]]), "logits").item() == pytest.approx(torch.sigmoid(torch.tensor(2.0)).item())

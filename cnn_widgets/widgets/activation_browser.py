@@ -339,7 +339,8 @@ class ActivationBrowser(Panel, anywidget.AnyWidget):
     def _prefetch_key(self, batch: torch.Tensor) -> tuple[Any, ...]:
         """What prefetched activations are valid for: these input pixels and the model's weights and
         buffers as they are (every in-place change, e.g. an optimizer step, bumps a tensor's version)."""
-        digest = hashlib.sha256(batch.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
+        raw = batch.detach().cpu().contiguous().reshape(-1).view(torch.uint8)  # any dtype (numpy has no bfloat16)
+        digest = hashlib.sha256(raw.numpy().tobytes()).hexdigest()
         state = [*self._model.parameters(), *self._model.buffers()]
         return (digest, tuple(batch.shape), str(batch.dtype), tuple(id(x) for x in state),
                 tuple(x._version for x in state))

@@ -78,7 +78,7 @@ def class_probabilities(
     with model_session(model, eval_mode=True):
         found = probe(model, model_input(model, batch), output, layer=not is_script(model))
     # A model with non-finite scores still gets a view: the chart shows 0 and attribute() reports it.
-    return outputs.probabilities(found.scores, scores), found.layer
+    return outputs.probabilities(found.scores, scores, squashed=found.sigmoid_scores(model)), found.layer
 
 
 def check_scoring(output: object, scores: object, logits: object) -> tuple[Output, str, bool]:
