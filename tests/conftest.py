@@ -139,7 +139,8 @@ class Untouched:
     def __call__(
         self, model: nn.Module, *, empty: bool = True, buffer_writes: bool = False
     ) -> Iterator[dict[str, Any]]:
-        before = snapshot(model)
+        with model_lock(model):  # not in the middle of a view's run (its eval mode and hooks)
+            before = snapshot(model)
         if empty:
             assert not any(before["hooks"].values()), {k: v for k, v in before["hooks"].items() if v}
         yield before

@@ -444,6 +444,38 @@ def test_dataset_tab_on_a_dict_output_model_passes_output_to_every_view(untouche
         ex.close()
 
 
+class Blocks(nn.Module):
+    """Two conv blocks in Sequential containers, then a squeeze-excitation and a head: traced by fx, the
+    graph calls every leaf itself and the containers never run."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU())
+        self.body = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.ReLU())
+        self.se = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 8), nn.Sigmoid())
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.body(self.stem(x))
+        x = x * self.se(x)[:, :, None, None]
+        return self.fc(x.mean((2, 3)))
+
+
+def test_on_an_fx_graph_a_non_spatial_layer_gets_a_cam_layer_that_runs(untouched) -> None:
+    torch.manual_seed(0)
+    model = torch.fx.symbolic_trace(Blocks().eval())
+    ex = Explorer(model, [torch.rand(3, 16, 16)])
+    try:
+        with untouched(model):
+            for layer in ("se.2", "fc"):  # no map there: the nearest spatial layer before, a leaf that ran
+                ex.layer = layer
+                assert ex.wait(60)
+                assert ex.attribution.layer == "body.1" and ex.attribution.error == "", (layer, ex.attribution.error)
+    finally:
+        ex.wait(60)
+        ex.close()
+
+
 def test_dataset_argument_is_checked_at_construction(shapes) -> None:
     model, images, _ = shapes
     with pytest.raises(TypeError, match="data must be a Dataset"):

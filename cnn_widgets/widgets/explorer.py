@@ -149,17 +149,21 @@ def split_images(images: Any) -> tuple[list[Image], list[Any | None]]:
 
 def _layer_positions(summary: ModelSummary, model: nn.Module) -> tuple[dict[str, int], dict[str, Any]]:
     """Execution position of every layer name the Explorer accepts, and the output shape of each:
-    the summary's rows in execution order, and every container of them at its last row."""
+    the summary's rows in execution order, and every container of them at its last row (one that runs:
+    a ``torch.fx`` graph calls its leaves itself, never their containers)."""
     positions: dict[str, int] = {}
     shapes: dict[str, Any] = {}
     modules = dict(model.named_modules())
+    # a torch.fx graph calls its leaves itself: its containers never run (no hook, no CAM layer there)
+    called = ({str(n.target) for n in model.graph.nodes if n.op == "call_module"}
+              if isinstance(model, torch.fx.GraphModule) else None)
     for i, row in enumerate(summary.rows):
         positions[row.name] = i
         shapes[row.name] = row.output_shape
         parts = row.name.split(".")
         for k in range(1, len(parts)):
             prefix = ".".join(parts[:k])
-            if prefix in modules and row.output_shape is not None:
+            if prefix in modules and row.output_shape is not None and (called is None or prefix in called):
                 positions[prefix] = i  # rows come in execution order: the container's last one wins
                 shapes[prefix] = row.output_shape
     return positions, shapes
