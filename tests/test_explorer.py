@@ -480,6 +480,14 @@ def test_dataset_argument_is_checked_at_construction(shapes) -> None:
     model, images, _ = shapes
     with pytest.raises(TypeError, match="data must be a Dataset"):
         Explorer(model, images[:1], data=3)
+    with pytest.raises(TypeError, match="data: its first image cannot be read: expected an image.*got int"):
+        Explorer(model, images[:1], data=[1, 2, 3])
+    with pytest.raises(TypeError, match="a generator can be read only once"):
+        Explorer(model, images[:1], data=(image for image in images))
+    with pytest.raises(ValueError, match="data is empty"):
+        Explorer(model, images[:1], data=[])
+    with pytest.raises(ValueError, match=r"Explorer needs a model with at least one nn\.Conv2d"):
+        Explorer(nn.Sequential(nn.Flatten(), nn.Linear(3 * 64 * 64, 5)), images[:1])
     plain = Explorer(model, images[:1])
     try:
         assert plain.tabs is None and isinstance(plain.children[0], ImageStrip)

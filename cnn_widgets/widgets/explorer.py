@@ -40,9 +40,8 @@ from .. import outputs, wire
 from .._checks import check_model, model_input
 from ..attribution import METHODS
 from ..capture import model_session
-from ..dataset.source import Source
 from ..images import Image, Stats, prepare
-from ..layers import probe
+from ..layers import conv_layers, probe
 from ..outputs import Output, check_output
 from ._common import CheckedInt, CheckedUnicode, WidgetValueError, bundle, check_name
 from .activation_browser import ActivationBrowser, one_thread
@@ -53,7 +52,7 @@ from .filter_grid import FilterGrid
 from .jobs import Jobs, Progress
 from .model_summary import ModelSummary
 from .panel import Panel
-from .top_activations import TopActivations
+from .top_activations import TopActivations, dataset_images, rereadable
 
 THUMB_SIZE = 64  # thumbnails are sent at most this many pixels on their longer side
 PREFETCH_WINDOW = 32  # predictions are computed for at most this many images on each side of the current
@@ -215,9 +214,20 @@ class Explorer(Panel, W.VBox):
         self._ready = False  # first: the trait observers act only once every part exists
         self._jobs = Jobs("cnn_widgets-explorer", cache_size=0)  # close() needs it
         self._model = check_model(model, hooks=True)
+        if not conv_layers(model):
+            raise ValueError(
+                f"Explorer needs a model with at least one nn.Conv2d (it shows the filters of its convolutions), "
+                f"but this {type(model).__name__} has none; use AttributionView and ActivationBrowser on it"
+            )
         self._output = check_output(output)
-        if data is not None:
-            Source(data)  # refuses what a scan cannot read, now rather than when the tab opens
+        if data is not None:  # data the dataset tab could not read fails now, not when the tab opens
+            rereadable(data, "Explorer", "its dataset tab reads it for each view and layer")
+            if hasattr(data, "__len__") and len(data) == 0:
+                raise ValueError("data is empty; pass a data set of images with their labels")
+            try:
+                dataset_images(data, [0], self._model, mean, std)
+            except (TypeError, ValueError) as err:
+                raise type(err)(f"data: its first image cannot be read: {err}") from err
         self._data = data
         self.top_activations: TopActivations | None = None
         self.channel_importance: ChannelImportance | None = None
