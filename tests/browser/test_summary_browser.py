@@ -163,6 +163,10 @@ display(W.VBox([summary, mirror(summary, "selected", "selected")]))
     selected_is(page, "0")
     page.keyboard.press("PageDown")
     page.keyboard.press("ArrowDown")
+    # the probe shows the kernel's trait: wait for the keys' selection to get there and back
+    page.wait_for_function("() => document.querySelector('.probe-selected')?.textContent.trim() === "
+                           "document.querySelector('.cnnw-row.cnnw-selected')?.dataset.layer "
+                           "&& document.querySelector('.probe-selected').textContent.trim() !== '0'", timeout=TIMEOUT)
     selected = int(page.inner_text(".probe-selected"))
     assert 10 <= selected <= 20, selected
     expect(root.locator(f'.cnnw-row[data-layer="{selected}"]')).to_be_in_viewport()
