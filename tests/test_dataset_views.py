@@ -230,6 +230,13 @@ def test_top_activations_on_a_convnext(untouched):
             assert view.wait(120)
         assert view.error == "", layer
         assert view._patches["field"]["exact"] and view._patches["side"] <= 64
+    # inside a block the map is (N, H, W, C): no patches there, and the view says why
+    assert receptive_field(model, "blocks.0.pwconv1", (32, 32)).channels_last
+    assert not receptive_field(model, "blocks.0.dwconv", (32, 32)).channels_last
+    with untouched(model):
+        view = TopActivations(model, images, "blocks.0.pwconv1", k=2, batch_size=3)
+        assert view.wait(120)
+    assert "outputs its map channels-last, (N, H, W, C)" in view.error and "(N, C, H, W)" in view.error
 
 
 def test_receptive_field_errors_and_fallback():

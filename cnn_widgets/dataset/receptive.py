@@ -188,6 +188,7 @@ class ReceptiveField:
     stride: tuple[int, int]
     exact: bool
     notes: tuple[str, ...] = field(default=())
+    channels_last: bool = False  # the layer's 4-D output holds its map as (N, H, W, C), not (N, C, H, W)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -299,7 +300,8 @@ class _Propagation:
             return _whole(layer, self.size, f"{layer!r} does not output a tensor computed from the input")
         if len(shape) < 4:
             found = found.whole()
-        elif found.dims != (len(shape) - 2, len(shape) - 1):  # e.g. a channels-last (N, H, W, C) output
+        channels_last = len(shape) >= 4 and found.dims != (len(shape) - 2, len(shape) - 1)
+        if channels_last:  # e.g. a ConvNeXt block's (N, H, W, C) stretch
             self.notes.append(f"{layer!r} outputs its map channels-last: its positions are not (H, W) of a "
                               "(N, C, H, W) map, so every position is given all of the map's field")
             found = found.whole()
@@ -307,7 +309,7 @@ class _Propagation:
         return ReceptiveField(
             layer, self.size, (r.size, c.size), np.stack([r.lo, r.hi], 1), np.stack([c.lo, c.hi], 1),
             np.stack([r.vlo, r.vhi], 1), np.stack([c.vlo, c.vhi], 1), (r.jump, c.jump), not self.notes,
-            tuple(dict.fromkeys(self.notes)),
+            tuple(dict.fromkeys(self.notes)), channels_last,
         )
 
     def _layer_node(self, layer: str) -> fx.Node | None:

@@ -344,6 +344,10 @@ class TopActivations(Panel, JobView, anywidget.AnyWidget):
             if size not in fields:
                 fields[size] = receptive_field(self._model, layer, size)
             rf = fields[size]
+            if rf.channels_last:
+                raise ValueError(f"layer {layer!r} outputs its map channels-last, (N, H, W, C) (inside a permute → "
+                                 "… → permute block, as in ConvNeXt): top patches need an (N, C, H, W) map; pick "
+                                 "a convolution before it or the block it belongs to")
             if images is None:
                 side = patch_side(channels, k, max(rf.size))
                 images = torch.zeros(channels, k, side, side, 3, dtype=torch.uint8)
