@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import copy
 import numbers
+import operator
 import os
 import threading
 import weakref
@@ -581,3 +582,64 @@ def _display(chw: torch.Tensor) -> np.ndarray:
         chw = (chw - lo) / (hi - lo) if hi > lo else torch.zeros_like(chw)
     chw = chw[:3] if chw.shape[0] in (3, 4) else chw[:1].expand(3, -1, -1)
     return (chw.permute(1, 2, 0) * 255.0).round().clamp(0, 255).to(torch.uint8).numpy().copy()
+
+
+def is_label(value: Any) -> bool:
+    """An int-like class index (int, numpy integer, 0-d integer tensor), not a bool."""
+    if isinstance(value, bool) or isinstance(value, (str, bytes)):
+        return False
+    if isinstance(value, torch.Tensor):
+        return value.ndim == 0 and not value.is_floating_point() and value.dtype != torch.bool
+    try:
+        operator.index(value)
+    except TypeError:
+        return False
+    return True
+
+
+def split_images(images: Any) -> tuple[list[Image], list[Any | None]]:
+    """``images`` as a list of single images and a list of their true labels (``None`` where none).
+
+    Accepted: one image in any form :mod:`cnn_widgets.images` accepts; an (N, C, H, W) tensor or
+    (N, H, W, C) / (N, C, H, W) array (N images); a list or tuple of images; a list of
+    ``(image, label)`` pairs, as a dataset yields them.
+    """
+    if isinstance(images, (torch.Tensor, np.ndarray)):
+        if images.ndim == 4:
+            if images.shape[0] == 0:
+                raise ValueError("images is an empty batch; pass at least one image")
+            return [images[i] for i in range(images.shape[0])], [None] * images.shape[0]
+        return [images], [None]
+    if isinstance(images, (list, tuple)):
+        if not images:
+            raise ValueError("images is an empty list; pass at least one image")
+        items: list[Image] = []
+        truths: list[Any | None] = []
+        for item in images:
+            if isinstance(item, (list, tuple)) and len(item) == 2 and is_label(item[1]):
+                items.append(item[0])
+                truths.append(item[1])
+            else:
+                items.append(item)
+                truths.append(None)
+        return items, truths
+    return [images], [None]
+
+
+def check_one_size(sizes: Iterable[tuple[int, ...]], who: str) -> None:
+    """Raise a ``ValueError`` unless every (H, W) in ``sizes`` is the same (``who`` needs one batch)."""
+    found = set(sizes)
+    if len(found) > 1:
+        raise ValueError(
+            f"{who} needs images of one size, got {sorted(found)} (H, W); resize or crop them to a common "
+            "size first"
+        )
+
+
+def stack_images(images: Any, mean: Stats = None, std: Stats = None, *, model: nn.Module | None = None,
+                 who: str = "this view") -> torch.Tensor:
+    """One (N, C, H, W) model batch from ``images`` in any form :func:`split_images` takes (a list of
+    images of one size included), each through :func:`to_batch`."""
+    batches = [to_batch(image, mean, std, model=model) for image in split_images(images)[0]]
+    check_one_size((tuple(b.shape[-2:]) for b in batches), who)
+    return torch.cat(batches)

@@ -208,7 +208,7 @@ def test_probability_heads_and_tuple_outputs():
         (([image(0)], ["nope"]), {}, ValueError, "available methods"),
         (([image(0)], [3]), {}, TypeError, "method must be a name"),
         (([image(0)], []), {}, ValueError, "methods is empty"),
-        (([], ["saliency"]), {}, ValueError, "images is empty"),
+        (([], ["saliency"]), {}, ValueError, "images is an empty list"),
         (([image(0), image(1)], ["saliency"]), {"targets": [1]}, ValueError, "1 targets for 2 images"),
         (([image(0)], ["saliency"]), {"targets": "1"}, TypeError, "class index"),
         (([image(0)], ["saliency"]), {"targets": [1.5]}, TypeError, "class index"),

@@ -304,6 +304,8 @@ def test_errors_are_clear() -> None:
         TrainingMonitor(model, probe=torch.rand(3, 2, 2))
     with pytest.raises(ValueError, match="probe holds 9 images"):
         TrainingMonitor(model, probe=torch.rand(9, 3, 64, 64))
+    with pytest.raises(ValueError, match=r"TrainingMonitor's probe needs images of one size"):
+        TrainingMonitor(model, probe=[PROBE[0], torch.rand(3, 32, 32)])
     with pytest.raises(ValueError, match="every must be an int >= 1"):
         TrainingMonitor(model, probe=PROBE, every=0)
     with pytest.raises(ValueError, match="every_steps must be"):
@@ -379,3 +381,14 @@ def test_snapshot_records() -> None:
     info = monitor.snapshot(note=np.float32(2.0))
     assert info == Snapshot(0, 1, {"note": 2.0}) == monitor.snapshots[-1]
     monitor.close()
+
+
+def test_the_probe_may_be_a_list_of_images_as_elsewhere() -> None:
+    """A list of images (as the Explorer, compare and Metrics take them) is the same probe as a batch."""
+    from PIL import Image
+
+    pictures = [Image.fromarray((p.permute(1, 2, 0) * 255).round().byte().numpy()) for p in PROBE]
+    listed = TrainingMonitor(shapesnet(seed=0), probe=pictures)
+    batched = TrainingMonitor(shapesnet(seed=0), probe=torch.stack([torch.from_numpy(np.asarray(p)).permute(2, 0, 1)
+                                                                     for p in pictures]))
+    assert torch.equal(listed._batch, batched._batch) and listed._batch.shape[0] == len(PROBE)

@@ -32,7 +32,7 @@ from .. import wire
 from .._checks import check_layer_names, check_model
 from ..attribution import METHODS, Attribution, attribute, check_method, check_options, normalize_targets
 from ..attribution.engine import check_target_range
-from ..images import Image, Stats, prepare
+from ..images import Image, Stats, check_one_size, prepare, split_images
 from ..outputs import Output
 from ..style import check_scale
 from ._common import CheckedFloat, CheckedUnicode, HeatmapDisplay, bundle, check_choice, split_buffers
@@ -237,16 +237,9 @@ class Compare(Panel, _Display, anywidget.AnyWidget):
 
 
 def _image_list(images: Any) -> list[Image]:
-    """A list of images from a list/tuple, a 4-D tensor or array (a batch), or one image."""
-    if isinstance(images, (list, tuple)):
-        if not images:
-            raise ValueError("images is empty; pass at least one image")
-        return list(images)
-    if isinstance(images, (torch.Tensor, np.ndarray)) and images.ndim == 4:
-        if images.shape[0] == 0:
-            raise ValueError("images is an empty batch; pass at least one image")
-        return [images[i] for i in range(images.shape[0])]
-    return [images]
+    """A list of images from a list/tuple (of images or ``(image, label)`` pairs), a 4-D tensor or
+    array (a batch), or one image (see :func:`cnn_widgets.images.split_images`)."""
+    return split_images(images)[0]
 
 
 def _method_list(methods: str | Sequence[str]) -> list[str]:
@@ -332,12 +325,7 @@ def compare(
     pictures = _image_list(images)
     given = normalize_targets(targets, len(pictures))
     prepared = [prepare(img, mean, std, model=model, single=True) for img in pictures]
-    sizes = {tuple(b.shape[-2:]) for b, _ in prepared}
-    if len(sizes) > 1:
-        raise ValueError(
-            f"compare needs images of one size, got {sorted(sizes)} (H, W); resize or crop them to a common "
-            "size first"
-        )
+    check_one_size((tuple(b.shape[-2:]) for b, _ in prepared), "compare")
     batch = torch.cat([b for b, _ in prepared])
     pixels = np.stack([d for _, d in prepared])
     probs, auto_layer = class_probabilities(model, batch, output, scores)

@@ -23,7 +23,6 @@ image), the next image first; the current image's prediction is read off the Att
 from __future__ import annotations
 
 import difflib
-import operator
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
@@ -40,7 +39,7 @@ from .. import outputs, wire
 from .._checks import check_model, model_input
 from ..attribution import METHODS
 from ..capture import model_session
-from ..images import Image, Stats, prepare
+from ..images import Image, Stats, is_label, prepare, split_images
 from ..layers import conv_layers, probe
 from ..outputs import Output, check_output
 from ._common import CheckedInt, CheckedUnicode, WidgetValueError, bundle, check_name
@@ -102,48 +101,6 @@ def _check_image_index(value: Any, count: int) -> int:
             f"image{'' if count == 1 else 's'}; use 0‥{count - 1}"
         )
     return value
-
-
-def _is_label(value: Any) -> bool:
-    """An int-like class index (int, numpy integer, 0-d integer tensor), not a bool."""
-    if isinstance(value, bool) or isinstance(value, (str, bytes)):
-        return False
-    if isinstance(value, torch.Tensor):
-        return value.ndim == 0 and not value.is_floating_point() and value.dtype != torch.bool
-    try:
-        operator.index(value)
-    except TypeError:
-        return False
-    return True
-
-
-def split_images(images: Any) -> tuple[list[Image], list[Any | None]]:
-    """``images`` as a list of single images and a list of their true labels (``None`` where none).
-
-    Accepted: one image in any form :mod:`cnn_widgets.images` accepts; an (N, C, H, W) tensor or
-    (N, H, W, C) / (N, C, H, W) array (N images); a list or tuple of images; a list of
-    ``(image, label)`` pairs, as a dataset yields them.
-    """
-    if isinstance(images, (torch.Tensor, np.ndarray)):
-        if images.ndim == 4:
-            if images.shape[0] == 0:
-                raise ValueError("images is an empty batch; pass at least one image")
-            return [images[i] for i in range(images.shape[0])], [None] * images.shape[0]
-        return [images], [None]
-    if isinstance(images, (list, tuple)):
-        if not images:
-            raise ValueError("images is an empty list; pass at least one image")
-        items: list[Image] = []
-        truths: list[Any | None] = []
-        for item in images:
-            if isinstance(item, (list, tuple)) and len(item) == 2 and _is_label(item[1]):
-                items.append(item[0])
-                truths.append(item[1])
-            else:
-                items.append(item)
-                truths.append(None)
-        return items, truths
-    return [images], [None]
 
 
 def _layer_positions(summary: ModelSummary, model: nn.Module) -> tuple[dict[str, int], dict[str, Any]]:
@@ -333,7 +290,7 @@ class Explorer(Panel, W.VBox):
     def _check_truth(self, i: int, value: Any) -> int | None:
         if value is None:
             return None
-        if not _is_label(value):
+        if not is_label(value):
             raise TypeError(f"the true label of image {i} must be a class index (int), got {value!r}")
         k = int(value)
         classes = len(self.class_names)

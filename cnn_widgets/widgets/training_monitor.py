@@ -47,7 +47,7 @@ from torch import nn
 from .. import wire
 from .._checks import check_layers_arg, check_model, model_device, unknown_name_error
 from ..capture import capture_activations
-from ..images import Image, Stats, prepare, to_batch
+from ..images import Image, Stats, prepare, stack_images
 from ..layers import conv_layers
 from ..style import chart_font, scale_chart
 from ._common import WidgetValueError, bundle, split_buffers
@@ -166,8 +166,9 @@ class _TrainingCanvas(anywidget.AnyWidget):
 class TrainingMonitor(Panel, W.VBox):
     """Watch ``model`` train: loss and metrics live, and its filters and probe activations over time.
 
-    ``probe``: one to :data:`MAX_PROBE` images (any form :func:`cnn_widgets.images.to_batch` takes, with
-    the model's ``mean``/``std``), run through the model at every snapshot. ``layers``: conv layer names
+    ``probe``: one to :data:`MAX_PROBE` images (one image or a batch in any form
+    :func:`cnn_widgets.images.to_batch` takes, or a list of images of one size; with the model's
+    ``mean``/``std``), run through the model at every snapshot. ``layers``: conv layer names
     to snapshot; ``None`` picks the first conv layer and at most three more spread evenly to the last
     (:func:`default_layers`; all of them for a model with up to four). Activations are each layer's conv
     output for every probe image (a conv called twice: its first call).
@@ -205,13 +206,14 @@ class TrainingMonitor(Panel, W.VBox):
         self._layer_names = self._check_layers(layers)
         modules = dict(model.named_modules())
         self._convs = {name: modules[name] for name in self._layer_names}
-        pixels = to_batch(probe, model=model)  # unnormalised, for display; checks the channel count
+        # unnormalised, for display; checks the channel count (one image, a batch, or a list of images)
+        pixels = stack_images(probe, model=model, who="TrainingMonitor's probe")
         if pixels.shape[0] > MAX_PROBE:
             raise ValueError(
                 f"probe holds {pixels.shape[0]} images; pass at most {MAX_PROBE} (e.g. probe=images[:2]): "
                 "every snapshot keeps each probe image's activations"
             )
-        self._batch = to_batch(probe, mean, std, model=model)
+        self._batch = stack_images(probe, mean, std, model=model)
         device = model_device(model)
         self._rng_devices = [device] if device.type == "cuda" else []
 
