@@ -426,6 +426,25 @@ def test_dataset_tab_is_built_when_opened_and_follows_layer_and_channel(shapes) 
         ex.close()
 
 
+def test_dataset_views_follow_the_channel_through_a_pooling_layer(shapes) -> None:
+    """At ``pool`` (a 1×1 map) the dataset views show the last conv block, whose channel k is pool's
+    channel k: the channel goes both ways (it stayed at 0 / -1 there)."""
+    model, images, labels = shapes
+    data_x, data_y, _ = zoo.shapes_dataset(8, seed=5)
+    ex = Explorer(model, list(zip(images, labels)), data=(data_x, data_y), layer="pool")
+    try:
+        from_browser(ex.tabs, {"selected_index": 1})
+        assert ex.activations.layer == "pool" and ex.top_activations.layer != "pool"
+        ex.channel = 23
+        assert ex.top_activations.channel == ex.channel_importance.channel == 23
+        assert ex.wait(120)
+        ex.top_activations.channel = 7  # a patch row picked in the dataset view
+        assert (ex.channel, ex.activations.channel) == (7, 7)
+    finally:
+        ex.wait(120)
+        ex.close()
+
+
 def test_dataset_tab_on_a_dict_output_model_passes_output_to_every_view(untouched) -> None:
     """``output=`` reaches the dataset views that explain predictions (ChannelImportance once lacked it
     and failed on a model whose class scores are a dict entry)."""

@@ -605,6 +605,18 @@ class Explorer(Panel, W.VBox):
         shown = self.activation_layer_for(layer)
         return shown if _is_spatial(self._shapes.get(shown)) else self.cam_layer_for(layer)
 
+    def _channels_match(self, layer: str) -> bool:
+        """Whether channel k of ``layer`` is channel k of the ActivationBrowser's layer: the same layer,
+        or one with as many channels and no conv between them (pooling and activations keep channels)."""
+        shown = self.activations.layer
+        if layer == shown:
+            return True
+        a, b = self._shapes.get(layer), self._shapes.get(shown)
+        return (
+            a is not None and b is not None and len(a) == len(b) == 4 and a[1] == b[1]
+            and layer in self._positions and shown in self._positions and self.conv_for(layer) == self.conv_for(shown)
+        )
+
     def _dataset_shown(self) -> bool:
         return self.tabs is not None and self.tabs.selected_index == 1
 
@@ -618,7 +630,7 @@ class Explorer(Panel, W.VBox):
         """The dataset tab's views, on the current layer and channel (first opening of the tab). A view
         that cannot be built (e.g. ``data`` without labels) shows why instead."""
         layer = self.dataset_layer_for(self.layer) or self.filters.layers[0]
-        channel = self.channel if layer == self.activations.layer else -1
+        channel = self.channel if self._channels_match(layer) else -1
         common = dict(mean=self._mean, std=self._std)
         views: list[W.Widget] = []
         builders = (
@@ -664,7 +676,7 @@ class Explorer(Panel, W.VBox):
                     continue
                 if view.layer != layer:
                     view.layer = layer
-                if layer == self.activations.layer and self.channel >= 0 and view.channel != self.channel:
+                if self._channels_match(layer) and self.channel >= 0 and view.channel != self.channel:
                     try:
                         view.channel = self.channel
                     except ValueError:  # the view's numbers for this layer are still on their way
@@ -675,7 +687,7 @@ class Explorer(Panel, W.VBox):
             self.layer = change["new"]
 
     def _from_dataset_channel(self, change: t.Bunch) -> None:
-        if not self._moving and change["owner"].layer == self.activations.layer:
+        if not self._moving and self._channels_match(change["owner"].layer):
             self.channel = change["new"]
 
     # -- public helpers ------------------------------------------------------------------------------
