@@ -185,6 +185,8 @@ def test_bad_trait_values_are_clear_errors(ex: Explorer) -> None:
     ex.layer = "fc"
     with pytest.raises(WidgetValueError, match=rf"channel {n} is out of range: layer 'fc' shows {n} channels"):
         ex.channel = n
+    with pytest.raises(WidgetValueError, match="channel must be an int"):
+        ex.channel = True
     with pytest.raises(WidgetValueError, match="layer must be"):
         ex.layer = 3
     assert ex.layer == "fc" and ex.image_index == 0 and ex.method == "grad_cam"

@@ -162,6 +162,9 @@ def test_argument_errors(model, data):
         Metrics(model, images, {"x": 3})
     with pytest.raises(ValueError, match="baseline must be one of"):
         Metrics(model, images, ["saliency"], baseline="grey")
+    with pytest.raises(ValueError, match=r"got a Tensor \(an image as the baseline is for cnn_widgets\.deletion_auc") as info:
+        Metrics(model, images, ["saliency"], baseline=torch.zeros(3, 64, 64))
+    assert "0., 0." not in str(info.value), "the message names the type, not every pixel"
     with pytest.raises(ValueError, match="masks must have shape"):
         Metrics(model, images, ["saliency"], masks=masks[:2])
     with pytest.raises(ValueError, match="got 2 labels"):

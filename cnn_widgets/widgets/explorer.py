@@ -336,7 +336,9 @@ class Explorer(Panel, W.VBox):
     def _check_channel(self, proposal: t.Bunch) -> int:
         value = proposal["value"]
         count = self.activations._tiles(self.activations.layer)
-        if isinstance(value, bool) or not -1 <= value < count:
+        if isinstance(value, bool):
+            raise WidgetValueError(f"channel must be an int (-1 for none), got {value!r}")
+        if not -1 <= value < count:
             raise WidgetValueError(
                 f"channel {value!r} is out of range: layer {self.activations.layer!r} shows {count} channels; "
                 f"use 0‥{count - 1}, or -1 for none"

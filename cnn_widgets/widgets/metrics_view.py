@@ -182,7 +182,9 @@ class Metrics(Panel, HeatmapDisplay, W.VBox):
         self._specs = _method_specs(methods)
         self._names = list(self._specs)
         if not isinstance(baseline, str) or baseline not in metrics.BASELINES:
-            raise ValueError(f"baseline must be one of {', '.join(map(repr, metrics.BASELINES))}, got {baseline!r}")
+            got = repr(baseline) if isinstance(baseline, str) else f"a {type(baseline).__name__}"
+            raise ValueError(f"baseline must be one of {', '.join(map(repr, metrics.BASELINES))}, got {got} (an image "
+                             "as the baseline is for cnn_widgets.deletion_auc/insertion_auc/curves)")
         self._baseline = baseline
         self._steps = metrics._positive_int("steps", steps)
         self._seed = metrics._seed(seed)
