@@ -389,6 +389,6 @@ def test_the_probe_may_be_a_list_of_images_as_elsewhere() -> None:
 
     pictures = [Image.fromarray((p.permute(1, 2, 0) * 255).round().byte().numpy()) for p in PROBE]
     listed = TrainingMonitor(shapesnet(seed=0), probe=pictures)
-    batched = TrainingMonitor(shapesnet(seed=0), probe=torch.stack([torch.from_numpy(np.asarray(p)).permute(2, 0, 1)
+    batched = TrainingMonitor(shapesnet(seed=0), probe=torch.stack([torch.from_numpy(np.array(p)).permute(2, 0, 1)
                                                                      for p in pictures]))
     assert torch.equal(listed._batch, batched._batch) and listed._batch.shape[0] == len(PROBE)
