@@ -77,10 +77,11 @@ process.stdout.write(JSON.stringify(out));
 """
 
 
-def run_js(requests: list[dict]) -> list:
-    """Answer ``requests`` with the JS modules in node (a throwaway .mjs beside js/src)."""
-    script = ROOT / "js" / "_export_bridge.test-tmp.mjs"
-    script.write_text(BRIDGE, encoding="utf-8")
+def run_js(requests: list[dict], bridge: str = BRIDGE, name: str = "_export_bridge") -> list:
+    """Answer ``requests`` with the JS modules in node: the ``bridge`` script, written as a throwaway
+    ``<name>.test-tmp.mjs`` beside js/src."""
+    script = ROOT / "js" / f"{name}.test-tmp.mjs"
+    script.write_text(bridge, encoding="utf-8")
     try:
         done = subprocess.run([NODE, script.name], cwd=script.parent, input=json.dumps(requests, allow_nan=False),
                               capture_output=True, text=True, timeout=120)

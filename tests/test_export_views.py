@@ -10,8 +10,6 @@ import io
 import json
 import pathlib
 import re
-import shutil
-import subprocess
 
 import numpy as np
 import pytest
@@ -19,13 +17,13 @@ import torch
 from PIL import Image
 
 import archs
+import test_export
 from cnn_widgets import export, model_lock, wire, zoo
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-NODE = shutil.which("node")
-needs_node = pytest.mark.skipif(NODE is None, reason="node is not installed")
+needs_node = test_export.needs_node
+_as_json = test_export._as_json
 
 # {"op": "overlay", rgb, values, name, sign, clip, opacity} → the RGBA the view's canvas gets
 BRIDGE = """
@@ -89,20 +87,8 @@ process.stdout.write(JSON.stringify(out));
 
 
 def run_js(requests: list[dict]) -> list:
-    """Answer ``requests`` with the JS modules in node (a throwaway .mjs beside js/src)."""
-    script = ROOT / "js" / "_export_views_bridge.test-tmp.mjs"
-    script.write_text(BRIDGE, encoding="utf-8")
-    try:
-        done = subprocess.run([NODE, script.name], cwd=script.parent, input=json.dumps(requests, allow_nan=False),
-                              capture_output=True, text=True, timeout=120)
-    finally:
-        script.unlink()
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
-
-
-def _as_json(values: np.ndarray) -> list:
-    return [None if np.isnan(v) else float(v) for v in np.asarray(values, np.float32).ravel()]
+    """Answer ``requests`` with this module's bridge (the runner of test_export.py)."""
+    return test_export.run_js(requests, BRIDGE, "_export_views_bridge")
 
 
 def _png_and_record(view, tmp_path, name: str) -> tuple[np.ndarray, dict]:

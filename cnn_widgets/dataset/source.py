@@ -239,3 +239,14 @@ def _join(pieces: list[Batch]) -> Batch:
     if len(pieces) == 1:
         return pieces[0]
     return Batch(torch.cat([p.x for p in pieces]), np.concatenate([p.labels for p in pieces]))
+
+
+def rereadable(data: Any, view: str, why: str) -> Source:
+    """``data`` classified (:class:`Source`) for a dataset view, which reads it more than once (``why``
+    says when): a generator or other iterator, empty after one pass, is refused here rather than after
+    the first pass, when it would look like data with no images."""
+    source = Source(data)
+    if isinstance(data, Iterator):
+        raise TypeError(f"{view} reads data more than once ({why}); data is a {type(data).__name__}, and a "
+                        "generator can be read only once: pass a list, a Dataset or a DataLoader")
+    return source

@@ -24,6 +24,7 @@ from torch import nn
 from .._checks import check_layer_names, check_model
 from ..dataset import Importance, channel_importance
 from ..dataset.importance import METRICS
+from ..dataset.source import rereadable
 from ..dataset.scan import positive_int
 from ..images import Stats
 from ..outputs import Output, check_output
@@ -31,7 +32,7 @@ from ..style import scale_chart
 from ._common import CheckedEnum, CheckedInt, CheckedUnicode, WidgetValueError, bundle, check_index
 from .jobs import Jobs, JobView, Progress
 from .panel import Panel
-from .top_activations import counted, rereadable
+from .top_activations import counted
 
 SORTS: tuple[str, ...] = ("channel", "permutation", "zeroing")
 _BAR, _BAR_SELECTED, _DOT = "#5b8db8", "#e8590c", "#2f2f2f"

@@ -24,14 +24,14 @@ from .. import wire
 from .._checks import check_model
 from ..attribution import METHODS, attribute
 from ..dataset.scan import positive_int
-from ..dataset.source import Source, batches
+from ..dataset.source import Source, batches, rereadable
 from ..images import Stats
 from ..outputs import Output, check_output
 from ._common import CheckedInt, CheckedUnicode, WidgetValueError, bundle, check_name
 from .attribution_view import check_labels, class_probabilities, label_list
 from .jobs import Jobs, JobView, Progress
 from .panel import Panel
-from .top_activations import dataset_images, rereadable
+from .top_activations import dataset_images
 
 COLUMNS: tuple[str, ...] = ("correct", "incorrect")
 MAP_SIDE = 64  # largest side of the averaged maps and thumbnails sent to the browser
@@ -44,7 +44,8 @@ class ClassHeatmaps(Panel, JobView, anywidget.AnyWidget):
     ``data``, ``mean``, ``std``, ``batch_size`` as in :func:`cnn_widgets.scan`; the data must carry labels.
     ``method``, ``layer``, ``output``, ``options`` as in :func:`cnn_widgets.attribute`. ``labels``: class
     names (default ``class 0``, …), one per class output: another count is reported in ``error`` when the
-    model has run (the model is not run before the background work). Traits: ``method`` (changing it recomputes), ``selected_class``
+    model has run (the model is not run before the background work). Traits: ``method`` (changing it
+    recomputes), ``selected_class``
     (-1: no cell) and ``selected_column`` ("correct" / "incorrect"): the cell whose images are listed
     (clicking a cell sets both); read-only ``progress``, ``busy``, ``error``, ``status``; :meth:`cancel`,
     :meth:`wait` as in the other views.

@@ -39,6 +39,7 @@ from .. import outputs, wire
 from .._checks import check_model, model_input
 from ..attribution import METHODS
 from ..capture import model_session
+from ..dataset.source import rereadable
 from ..images import Image, Stats, is_label, prepare, split_images
 from ..layers import conv_layers, probe
 from ..outputs import Output, check_output
@@ -51,7 +52,7 @@ from .filter_grid import FilterGrid
 from .jobs import Jobs, Progress
 from .model_summary import ModelSummary
 from .panel import Panel
-from .top_activations import TopActivations, dataset_images, rereadable
+from .top_activations import TopActivations, dataset_images
 
 THUMB_SIZE = 64  # thumbnails are sent at most this many pixels on their longer side
 PREFETCH_WINDOW = 32  # predictions are computed for at most this many images on each side of the current

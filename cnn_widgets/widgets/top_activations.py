@@ -13,7 +13,7 @@ engine (:mod:`cnn_widgets.widgets.jobs`): a worker thread, with progress and a c
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
@@ -31,7 +31,7 @@ from ..dataset import Importance, ScanResult, channel_importance
 from ..dataset import scan as run_scan
 from ..dataset.receptive import ReceptiveField, receptive_field
 from ..dataset.scan import positive_int
-from ..dataset.source import Source
+from ..dataset.source import Source, rereadable
 from ..images import Stats, to_batch
 from ..layers import conv_layers
 from ._common import CheckedEnum, CheckedInt, CheckedUnicode, WidgetValueError, bundle, check_index, check_name
@@ -44,17 +44,6 @@ PATCH_MAX, PATCH_MIN = 64, 16  # patch side in pixels, before and after the budg
 
 
 # ------------------------------------------------------------------------------------ data access
-def rereadable(data: Any, view: str, why: str) -> Source:
-    """``data`` classified (:class:`Source`) for a dataset view, which reads it more than once (``why``
-    says when): a generator or other iterator, empty after one pass, is refused here rather than after
-    the first pass, when it would look like data with no images."""
-    source = Source(data)
-    if isinstance(data, Iterator):
-        raise TypeError(f"{view} reads data more than once ({why}); data is a {type(data).__name__}, and a "
-                        "generator can be read only once: pass a list, a Dataset or a DataLoader")
-    return source
-
-
 def dataset_images(
     data: Any, indices: Sequence[int], model: nn.Module, mean: Stats = None, std: Stats = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:

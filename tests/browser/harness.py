@@ -355,3 +355,23 @@ NOTEBOOK_STATE_JS = """() => {
     collapsed: nb.widgets.filter((w) => w.headingCollapsed === true).length,
   };
 }"""
+
+
+def open_offline(page: Page, path: Path, timeout_ms: int, *, painted: bool = True) -> list[str]:
+    """Open the saved HTML file ``path`` with every non-file request aborted, once it has rendered (and,
+    with ``painted``, once a view has painted); returns the URLs that were tried."""
+    tried: list[str] = []
+
+    def route(r):  # noqa: ANN001
+        if r.request.url.startswith("file:"):
+            r.continue_()
+        else:
+            tried.append(r.request.url)
+            r.abort()
+
+    page.route("**/*", route)
+    page.goto(path.as_uri())
+    page.wait_for_selector("body[data-rendered]", timeout=timeout_ms)
+    if painted:
+        page.wait_for_selector(".cnnw-root[data-paint-count]", timeout=timeout_ms)
+    return tried

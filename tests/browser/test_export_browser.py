@@ -16,6 +16,7 @@ from PIL import Image
 from playwright.sync_api import Page, expect
 
 import archs
+import harness
 from archs import XSS_NAME
 
 pytestmark = pytest.mark.browser
@@ -151,21 +152,8 @@ def exports(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def open_offline(page: Page, path: Path) -> list[str]:
-    """Open ``path`` with every non-file request aborted; returns the URLs that were tried."""
-    tried: list[str] = []
-
-    def route(r):  # noqa: ANN001
-        if r.request.url.startswith("file:"):
-            r.continue_()
-        else:
-            tried.append(r.request.url)
-            r.abort()
-
-    page.route("**/*", route)
-    page.goto(path.as_uri())
-    page.wait_for_selector("body[data-rendered]", timeout=TIMEOUT)
-    page.wait_for_selector(".cnnw-root[data-paint-count]", timeout=TIMEOUT)
-    return tried
+    """The saved file opened with every network request aborted (see harness.open_offline)."""
+    return harness.open_offline(page, path, TIMEOUT)
 
 
 @pytest.mark.parametrize("name, root", [("ab", AB), ("fg", FG), ("av", AV), ("cmp", CMP), ("ce", CE)])
@@ -220,7 +208,6 @@ def test_save_png_in_jupyterlab_takes_keys_without_notebook_shortcuts(
     """Arrow keys, Home/End on the focused button leave the notebook as it was; Enter saves the view."""
     import nbformat
 
-    import harness
     from conftest import PRELUDE
 
     nb = nbformat.v4.new_notebook()

@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 from playwright.sync_api import Page
 
+import harness
 from archs import XSS_NAME
 
 pytestmark = pytest.mark.browser
@@ -77,20 +78,8 @@ def exports(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def open_offline(page: Page, path: Path) -> list[str]:
-    """Open ``path`` with every non-file request aborted; returns the URLs that were tried."""
-    tried: list[str] = []
-
-    def route(r):  # noqa: ANN001
-        if r.request.url.startswith("file:"):
-            r.continue_()
-        else:
-            tried.append(r.request.url)
-            r.abort()
-
-    page.route("**/*", route)
-    page.goto(path.as_uri())
-    page.wait_for_selector("body[data-rendered]", timeout=TIMEOUT)
-    return tried
+    """The saved file opened with every network request aborted (see harness.open_offline)."""
+    return harness.open_offline(page, path, TIMEOUT, painted=False)
 
 
 def png(path: str | Path) -> np.ndarray:
